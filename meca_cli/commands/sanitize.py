@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meca_cli.errors import ExitCode, cli_errors
+from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+                              ImageSize, Lr, Masks, Patch, Seed)
+
+STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
+
+
+@cli_errors
+def sanitize(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (one sub-folder per step).")] = Path("meca-run"),
+    arch: Arch = "smallcnn",
+    epochs: Epochs = 20,
+    poisoned_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 1 trains this fraction of --epochs.")] = 1 / 3,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    eps: Eps = 8 / 255,
+    patch: Patch = 2,
+    masks: Masks = 1,
+    rho0: Annotated[float, typer.Option(min=0, max=1, help="Seed clean-set fraction (partition).")] = 0.05,
+    rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds.")] = 5,
+    rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = 0.5,
+    lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = 0.05,
+    ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = math.log(10),
+    enhance_lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = 0.01,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = 4,
+    finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = 0.01,
+    concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = 3.0,
+    start: Annotated[str | None, typer.Option("--from", help=f"Recompute from this step on ({STEP_HELP}).")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
+    export: Annotated[Path | None, typer.Option(help="Write the sanitized data set to this new folder.")] = None,
+    export_mode: Annotated[str, typer.Option(help="relabeled (all samples, suspects relabelled) or clean (clean split only).")] = "relabeled",
+    fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    image_size: ImageSize = 32,
+    cache_dir: CacheDir = None,
+    force: Force = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Find the poisoned samples in DATA and train a clean model on it: every MeCa step, chained
+    and resumable. Writes OUT/<step>/..., OUT/verdicts.csv and OUT/report.json."""
+    from dataclasses import replace
+
+    from meca_cli import steps
+    from meca_cli.console import emit_json, emit_table, info
+    from meca_cli.core.enhance import EnhanceConfig
+    from meca_cli.core.scoring import ScoreConfig
+    from meca_cli.core.train import TrainConfig
+    from meca_cli.core.verdict import VerdictConfig
+    from meca_cli.pipeline import SanitizeConfig, sanitize as run_pipeline
+
+    cfg = SanitizeConfig(
+        arch=arch, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
+        score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
+        enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr,
+                              batch_size=batch_size),
+        relabel=steps.RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size),
+        verdict=VerdictConfig(concentration=concentration),
+    ).with_seed(seed)
+    common = steps.Common(device, image_size, cache_dir, force)
+    result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)
+    report = result.report
+    if fmt is Format.json:
+        emit_json({"run": str(out), "steps": [s.to_dict() for s in result.steps], "report": report})
+    elif report:
+        v = report["dataset_verdict"]
+        emit_table([("samples", report["samples"]), ("suspected", report["suspected"]),
+                    ("dataset verdict", v["verdict"]), ("concentration", v["concentration"]),
+                    ("estimated poison fraction", v["estimated_poison_fraction"]),
+                    ("suspected class", v.get("suspected_class_name", "-")),
+                    ("final model", report["final_model"]), ("verdicts", str(out / "verdicts.csv"))]
+                   + [(f"seconds {k}", s) for k, s in report["seconds"].items()], title=f"sanitize: {data}")
+    else:
+        emit_table([(s.name, "up to date" if s.skipped else f"{s.seconds:.1f}s") for s in result.steps],
+                   title=f"sanitize: stopped after {until}")
+    if fail_over is not None and report:
+        v = report["dataset_verdict"]
+        if v["verdict"] == "poisoned" and v["estimated_poison_fraction"] > fail_over:
+            info(f"gate: data set judged poisoned (estimated {v['estimated_poison_fraction']:.1%} > {fail_over:.1%})")
+            raise typer.Exit(int(ExitCode.GATE_FAILED))

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meca_cli.errors import cli_errors
+from meca_cli.options import CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
+
+
+@cli_errors
+def split(
+    data: DataArg,
+    model: ModelOpt,
+    out: Out = Path("meca-run/split"),
+    scores: Annotated[Path | None, typer.Option(help="scores.csv to carry the KL score into split.csv.")] = None,
+    device: Device = "auto",
+    image_size: ImageSize = 32,
+    cache_dir: CacheDir = None,
+    force: Force = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Split the data with the backdoor-enhanced model: samples it still labels as given are
+    suspected. Writes OUT/clean.idx, OUT/suspected.idx, OUT/split.csv (--format csv prints it)."""
+    from meca_cli import steps
+    from meca_cli.commands.common import report_step
+
+    result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force), scores=scores)
+    report_step(result, fmt, csv_file=out / "split.csv",
+                next_hint=f"meca train {data} --indices {out / 'clean.idx'} --out meca-run/train-clean")

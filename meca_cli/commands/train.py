@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meca_cli.errors import cli_errors
+from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
+                              Lr, Out, Seed, WeightDecay)
+
+
+@cli_errors
+def train(
+    data: DataArg,
+    out: Out = Path("meca-run/train"),
+    arch: Arch = "smallcnn",
+    epochs: Epochs = 20,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    weight_decay: WeightDecay = 5e-4,
+    augment: Annotated[bool, typer.Option(help="Random crop + horizontal flip.")] = True,
+    indices: Annotated[str | None, typer.Option(help="Train only on these samples (.idx file, or - for stdin).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label overrides: a relabeled.csv (index, new_label).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint instead of random weights.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    image_size: ImageSize = 32,
+    cache_dir: CacheDir = None,
+    force: Force = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Train a model on an image folder. Writes OUT/model.safetensors; resumes after a crash."""
+    from meca_cli import steps
+    from meca_cli.commands.common import report_step
+    from meca_cli.core.train import TrainConfig
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
+                      seed=seed)
+    result = steps.train(data, out, steps.Common(device, image_size, cache_dir, force), cfg, arch,
+                         indices=indices, labels=labels, init=init)
+    report_step(result, fmt, next_hint=f"meca score {data} --model {out / 'model.safetensors'}")

@@ -1,0 +1,1 @@
+"""The library behind the commands: data, models, training, scoring, the MeCa steps."""

@@ -1,0 +1,25 @@
+"""Batched training augmentation on tensors (random crop with padding, horizontal flip).
+
+Done on the whole batch at once on the device, so augmentation never bottlenecks the
+data path the way per-image PIL transforms in DataLoader workers do on small images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Randomly flip each image horizontally and crop it back to size from a reflect-padded copy."""
+    n, _, h, w = x.shape
+    flips = torch.rand(n, generator=generator) < 0.5
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips, shifts = flips.to(x.device), shifts.to(x.device)
+    x = torch.where(flips.view(n, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    rows = (shifts[:, 0:1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (shifts[:, 1:2] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]

@@ -1,0 +1,144 @@
+"""Image folders: a deterministic scan, a dataset fingerprint, and a uint8 decode cache.
+
+Layout: DATA/<class>/<image>. Samples are numbered by the sorted scan (classes sorted,
+then POSIX relative paths sorted), and that index is the key of every per-sample artifact.
+Images are decoded once per dataset into a uint8 N x 3 x S x S tensor cached on disk
+(safetensors, memory-mapped on load), never once per epoch. The input folder is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from meca_cli.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    root: Path
+    classes: list[str]
+    paths: list[str]  # POSIX paths relative to root, index order
+    labels: list[int]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """List DATA/<class>/<image> files in a stable order and fingerprint them by stat."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder", hint="pass an image folder laid out as DATA/<class>/<image>")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder", hint="pass an image folder laid out as DATA/<class>/<image>")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{root}: found {len(classes)} class folder(s); need at least 2",
+                        hint="lay the images out as DATA/<class>/<image>, one sub-folder per class")
+    paths, labels, stats = [], [], []
+    for label, name in enumerate(classes):
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root / name):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in filenames:
+                if filename.startswith(".") or not filename.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                full = Path(dirpath) / filename
+                found.append(full.relative_to(root).as_posix())
+        if not found:
+            raise DataError(f"{root / name}: class folder holds no images",
+                            hint=f"remove the empty folder; supported extensions are {' '.join(IMAGE_EXTENSIONS)}")
+        for rel in sorted(found):
+            st = (root / rel).stat()
+            paths.append(rel)
+            labels.append(label)
+            stats.append((rel, st.st_size, st.st_mtime_ns))
+    digest = hashlib.sha256(json.dumps({"classes": classes, "files": stats}).encode()).hexdigest()
+    return FolderScan(root, classes, paths, labels, "sha256:" + digest)
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (uint8 N x 3 x S x S) with their labels and the scan they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    scan: FolderScan
+
+    @property
+    def classes(self) -> list[str]:
+        return self.scan.classes
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def decode_image(path: Path, size: int) -> torch.Tensor:
+    """Decode any Pillow-readable image to uint8 3 x size x size RGB."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when it is large
+                img = img.convert("RGB")
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
+                data = img.tobytes()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})",
+                        hint="remove or replace the file") from None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1).contiguous()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MECA_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meca"
+
+
+def load_images(root: Path, image_size: int = 32, cache_dir: Path | None = None) -> ImageSet:
+    """Scan and decode a folder, reusing the decode cache when the folder is unchanged."""
+    from meca_cli.console import progress
+    from meca_cli.store.checkpoint import load_tensors, save_tensors
+
+    scan = scan_folder(root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = hashlib.sha256(f"{scan.fingerprint}|{image_size}|{CACHE_VERSION}".encode()).hexdigest()[:32]
+    cache_path = cache_dir / f"images-{key}.safetensors"
+    labels = torch.tensor(scan.labels, dtype=torch.int64)
+    if cache_path.is_file():
+        try:
+            tensors, _ = load_tensors(cache_path)
+            images = tensors["images"]
+            if images.shape == (len(scan), 3, image_size, image_size):
+                return ImageSet(images, labels, scan)
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            pass
+    images = torch.empty((len(scan), 3, image_size, image_size), dtype=torch.uint8)
+    with progress("decode", len(scan)) as bar:
+        for i, rel in enumerate(scan.paths):
+            images[i] = decode_image(scan.root / rel, image_size)
+            bar.advance()
+    try:
+        save_tensors(cache_path, {"images": images}, {"meca.cache": CACHE_VERSION, "root": str(scan.root)})
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return ImageSet(images, labels, scan)

@@ -1,0 +1,95 @@
+"""Backdoor enhancement: rounds that learn D minus D_c and unlearn the growing clean set D_c.
+
+What remains is a model that keeps the backdoor (its most robust feature) and forgets the
+clean task, so its agreement with the given labels singles out the poisoned samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from meca_cli.core.partition import complement, rho_schedule, top_fraction
+from meca_cli.core.scoring import ScoreConfig, kl_scores
+from meca_cli.core.train import TrainConfig, fit, predict_logits
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    rounds: int = 5  # T
+    rho_max: float = 0.5  # clean-set fraction in the last round (the first is the partition's)
+    lam: float = 0.05  # unlearning coefficient lambda
+    ceiling: float = math.log(10)  # no ascent on a sample whose loss already exceeds this
+    lr: float = 0.01  # constant SGD lr of the enhancement epochs
+    epochs_per_round: int = 1
+    batch_size: int = 128
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RoundLog:
+    round: int
+    rho: float
+    clean_set: int
+    agreement: float  # accuracy on the given labels after the round: falls as clean task is unlearned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def enhance_round(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_set: torch.Tensor,
+                  cfg: EnhanceConfig, device: torch.device, round_index: int) -> nn.Module:
+    """One round: weights +1 on D minus D_c, -lambda on D_c."""
+    weights = torch.ones(len(images))
+    weights[clean_set] = -cfg.lam
+    train_cfg = TrainConfig(epochs=cfg.epochs_per_round, batch_size=cfg.batch_size, lr=cfg.lr, schedule="constant",
+                            seed=cfg.seed + 7919 * (round_index + 1))
+    return fit(model, images, labels, train_cfg, device, sample_weights=weights, ascent_ceiling=cfg.ceiling)
+
+
+def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_clean: torch.Tensor,
+            cfg: EnhanceConfig, score_cfg: ScoreConfig, device: torch.device,
+            state_path: Path | None = None, state_tag: str = "",
+            on_round: Callable[[RoundLog], None] | None = None) -> tuple[nn.Module, list[RoundLog]]:
+    """Run the rounds; round 1 unlearns the partition's seed clean set, later rounds re-score
+    with the current model and take the top rho_t. Progress is saved after every round."""
+    from meca_cli.store.checkpoint import load_tensors, save_tensors
+    from meca_cli.errors import ArtifactError
+
+    rhos = rho_schedule(len(seed_clean) / len(images), cfg.rho_max, cfg.rounds)
+    logs: list[RoundLog] = []
+    start = 0
+    if state_path is not None and state_path.is_file():
+        try:
+            tensors, meta = load_tensors(state_path)
+            if meta.get("tag") == state_tag:
+                model.load_state_dict(tensors)
+                logs = [RoundLog(**r) for r in json.loads(meta["rounds"])]
+                start = len(logs)
+        except (ArtifactError, KeyError, ValueError, RuntimeError):
+            start, logs = 0, []
+    for t in range(start, cfg.rounds):
+        if t == 0:
+            clean_set = seed_clean
+        else:
+            scores = kl_scores(model, images, labels, score_cfg, device)
+            clean_set = top_fraction(scores.kl, rhos[t])
+        model = enhance_round(model, images, labels, clean_set, cfg, device, t)
+        agreement = float((predict_logits(model, images, device).argmax(1) == labels).float().mean())
+        log = RoundLog(round=t + 1, rho=round(rhos[t], 6), clean_set=len(clean_set), agreement=agreement)
+        logs.append(log)
+        if on_round is not None:
+            on_round(log)
+        if state_path is not None:
+            save_tensors(state_path, model.state_dict(),
+                         {"tag": state_tag, "rounds": json.dumps([r.to_dict() for r in logs])})
+    return model, logs

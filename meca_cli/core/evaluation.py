@@ -1,0 +1,90 @@
+"""Evaluating a model (accuracy, attack success rate) and a verdict table (detection)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from meca_cli.core.metrics import accuracy, attack_success_rate, auroc, detection
+from meca_cli.errors import ArtifactError
+from meca_cli.store.artifacts import parse_float, parse_int, read_csv
+
+ATTACK_CARD = "meca-attack.json"  # written by `meca poison` at the root of a poisoned or triggered folder
+
+
+def read_attack_card(folder: Path) -> dict | None:
+    path = Path(folder) / ATTACK_CARD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: unreadable attack card", hint="re-create the folder with 'meca poison'") from None
+
+
+def model_metrics(model, meta, clean, triggered, target: int | None, device) -> dict:
+    """Clean accuracy on `clean`; ASR on `triggered` (every image in it is counted: `meca
+    poison --test` writes only the ASR population), when given."""
+    from meca_cli.core.train import predict_logits
+
+    out: dict = {}
+    if clean is not None:
+        _check_classes(meta, clean)
+        pred = predict_logits(model, clean.images, device).argmax(1)
+        out["accuracy"] = accuracy(pred, clean.labels)
+        out["test_samples"] = len(clean)
+    if triggered is not None:
+        if target is None:
+            raise ArtifactError("the target class of the triggered folder is unknown",
+                                hint=f"pass --target, or use a folder written by 'meca poison --test' ({ATTACK_CARD})")
+        _check_classes(meta, triggered)
+        pred = predict_logits(model, triggered.images, device).argmax(1)
+        out["asr"] = attack_success_rate(pred, target, torch.ones(len(pred), dtype=torch.bool))
+        out["triggered_samples"] = len(triggered)
+        out["target"] = target
+    return out
+
+
+def _check_classes(meta, dataset) -> None:
+    if meta.classes != dataset.classes:
+        raise ArtifactError(f"{dataset.scan.root}: classes {dataset.classes} differ from the model's {meta.classes}",
+                            hint="evaluate on a folder with the same class sub-folders")
+
+
+def read_ground_truth(path: Path) -> dict[int, str]:
+    """index -> role (clean / poison / cover) from a `meca poison` ground-truth CSV."""
+    rows = read_csv(Path(path), ("index", "role"))
+    roles = {}
+    for lineno, row in enumerate(rows, 2):
+        role = row["role"]
+        if role not in ("clean", "poison", "cover"):
+            raise ArtifactError(f"{path}:{lineno}: unknown role {role!r}", hint="roles are clean, poison, cover")
+        roles[parse_int(row, "index", path, lineno)] = role
+    return roles
+
+
+def detection_metrics(verdicts: Path, ground_truth: Path) -> dict:
+    """Recall/FPR/precision/F1 of the suspected verdicts against poison ground truth (cover
+    samples count as negatives and are reported apart), and AUROC of the KL score."""
+    rows = read_csv(Path(verdicts), ("index", "kl", "verdict"))
+    roles = read_ground_truth(ground_truth)
+    if len(roles) != len(rows):
+        raise ArtifactError(f"{ground_truth}: {len(roles)} rows, {verdicts}: {len(rows)}",
+                            hint="compare a run with the ground truth of the same folder")
+    n = len(rows)
+    flagged = torch.zeros(n, dtype=torch.bool)
+    kl = torch.zeros(n, dtype=torch.float64)
+    for lineno, row in enumerate(rows, 2):
+        i = parse_int(row, "index", verdicts, lineno)
+        flagged[i] = row["verdict"] == "suspected"
+        kl[i] = parse_float(row, "kl", verdicts, lineno)
+    role = [roles[i] for i in range(n)]
+    poison = torch.tensor([r == "poison" for r in role])
+    cover = torch.tensor([r == "cover" for r in role])
+    out = {"samples": n, "poison": int(poison.sum()), "cover": int(cover.sum()), **detection(flagged, poison)}
+    # Low KL = suspicious, so rank by -kl.
+    out["auroc"] = auroc(-kl, poison) if not torch.isnan(kl).any() else float("nan")
+    out["cover_flagged"] = int((flagged & cover).sum())
+    return out

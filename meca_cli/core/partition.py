@@ -1,0 +1,37 @@
+"""Set logic on scores and predictions: seed clean set, growing clean sets, the split."""
+
+from __future__ import annotations
+
+import torch
+
+
+def top_fraction(kl: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Sorted indices of the `fraction` of samples with the highest score (surely clean).
+
+    Ties break by index (stable sort), so the result is a deterministic function of the scores.
+    """
+    count = max(1, min(len(kl), round(fraction * len(kl))))
+    order = torch.sort(-kl, stable=True).indices
+    return order[:count].sort().values
+
+
+def complement(indices: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[indices] = False
+    return keep.nonzero().squeeze(1)
+
+
+def rho_schedule(rho0: float, rho_max: float, rounds: int) -> list[float]:
+    """Linearly growing clean-set fraction, rho0 in the first round to rho_max in the last."""
+    if rounds <= 1:
+        return [rho0]
+    return [rho0 + (rho_max - rho0) * t / (rounds - 1) for t in range(rounds)]
+
+
+def split_by_agreement(enhanced_pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Suspected mask: the backdoor-enhanced model still agrees with the given label.
+
+    Enhancement unlearns the clean task but keeps the backdoor, so agreement survives
+    mostly on poisoned samples.
+    """
+    return enhanced_pred == labels

@@ -1,0 +1,189 @@
+"""The training loop shared by every step that fits a model (train, enhance, fine-tune).
+
+One loop covers ordinary training and MeCa's learn/unlearn epochs: each sample carries a
+weight, +1 to learn it and -lambda to unlearn it (gradient ascent, skipped for a sample
+whose loss already exceeds a ceiling so the ascent cannot diverge).
+
+Every random draw of epoch e comes from a generator seeded by (seed, e), so a run resumed
+from the state saved after epoch e is bitwise identical on CPU to one never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meca_cli.core.augment import flip_crop
+from meca_cli.core.device import autocast, prepare_model, to_float
+from meca_cli.core import dist
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20  # full schedule; the poisoned model in `sanitize` uses a fraction of it
+    batch_size: int = 128
+    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.2  # fraction of steps spent ramping the lr up; then linear decay to 0
+    schedule: str = "onecycle"  # "onecycle" (warmup then decay) or "constant"
+    label_smoothing: float = 0.0
+    augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = max(1, int(cfg.warmup * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+# ---- resumable state --------------------------------------------------------------------------
+
+
+def save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, tag: str) -> None:
+    from meca_cli.core.models import unwrap
+    from meca_cli.store.checkpoint import save_tensors
+
+    base = unwrap(model)
+    tensors = {f"model.{k}": v for k, v in base.state_dict().items()}
+    names = {id(p): n for n, p in base.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"opt.{names[id(p)]}"] = buf
+    save_tensors(path, tensors, {"meca.format": "meca-train-state-1", "epoch": str(epoch), "tag": tag})
+
+
+def load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, tag: str) -> int:
+    """Restore model and optimizer from `path`; return the number of epochs done (0 if unusable)."""
+    from meca_cli.core.models import unwrap
+    from meca_cli.errors import ArtifactError
+    from meca_cli.store.checkpoint import load_tensors
+
+    if not path.is_file():
+        return 0
+    try:
+        tensors, meta = load_tensors(path)
+    except ArtifactError:
+        return 0
+    if meta.get("tag") != tag:
+        return 0  # state of another configuration: start over
+    base = unwrap(model)
+    base.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(base.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            p = params[key[4:]]
+            opt.state[p]["momentum_buffer"] = value.to(p.device).clone()
+    return int(meta.get("epoch", "0"))
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+    indices: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
+    ascent_ceiling: float = math.inf,
+    state_path: Path | None = None,
+    state_tag: str = "",
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> nn.Module:
+    """Train `model` on images[indices] with labels, in place; returns the (unwrapped) model.
+
+    sample_weights (per sample of the whole set) default to 1; negative weights unlearn.
+    With state_path, progress is saved after every epoch and picked up on the next call.
+    """
+    from meca_cli.console import progress
+
+    model = prepare_model(model, device)
+    opt = make_optimizer(model, cfg)
+    start = load_state(state_path, model, opt, state_tag) if state_path else 0
+    train_model = dist.wrap_ddp(model, device)
+    pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+    weights = torch.ones(len(images)) if sample_weights is None else sample_weights.float()
+    rank, world = dist.rank(), dist.world_size()
+    per_rank = len(pool) // world  # equal shards keep DDP's collective calls in step
+    steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
+    total = steps_per_epoch * cfg.epochs
+    with progress("train", total) as bar:
+        bar.advance(steps_per_epoch * start)
+        for epoch in range(start, cfg.epochs):
+            gen = epoch_generator(cfg.seed, epoch)
+            order = pool[torch.randperm(len(pool), generator=gen)][rank * per_rank:(rank + 1) * per_rank]
+            train_model.train()
+            sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                if len(idx) == 0:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(cfg, epoch * steps_per_epoch + b, total)
+                x = to_float(images[idx], device)
+                if cfg.augment:
+                    x = flip_crop(x, gen)
+                y = labels[idx].to(device)
+                w = weights[idx].to(device)
+                with autocast(device):
+                    logits = train_model(x)
+                per_sample = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
+                # Unlearning (w < 0) stops for a sample whose loss already exceeds the ceiling.
+                active = (w > 0) | (per_sample.detach() < ascent_ceiling)
+                loss = (w * per_sample * active).sum() / len(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums["loss"] += float(loss.detach()) * len(idx)
+                sums["correct"] += int((logits.argmax(1) == y).sum())
+                sums["seen"] += len(idx)
+                bar.advance(note=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / sums['seen']:.3f}")
+            if state_path is not None and dist.is_primary():
+                save_state(state_path, model, opt, epoch + 1, state_tag)
+            if on_epoch is not None:
+                on_epoch(epoch, {"loss": sums["loss"] / max(1, sums["seen"]),
+                                 "train_acc": sums["correct"] / max(1, sums["seen"])})
+    from meca_cli.core.models import unwrap
+
+    return unwrap(model)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (float32, CPU) for images[indices] in eval mode."""
+    model = prepare_model(model, device).eval()
+    pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+    out = []
+    for start in range(0, len(pool), batch_size):
+        x = to_float(images[pool[start:start + batch_size]], device)
+        with autocast(device):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)

@@ -1,0 +1,41 @@
+"""Option types shared across commands, so a flag means the same everywhere."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+DataArg = Annotated[Path, typer.Argument(help="Image folder laid out as DATA/<class>/<image>.", show_default=False)]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory of this step.")]
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.safetensors) written by a meca step.",
+                                        show_default=False)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. auto picks CUDA when present.",
+                                     envvar="MECA_DEVICE")]
+ImageSize = Annotated[int, typer.Option(min=8, max=1024, help="Images are resized to this square size.")]
+CacheDir = Annotated[Path | None, typer.Option(help="Decode cache folder [default: $MECA_CACHE_DIR or ~/.cache/meca].",
+                                               envvar="MECA_CACHE_DIR", show_default=False)]
+Force = Annotated[bool, typer.Option("--force", help="Recompute even when the step is up to date.")]
+Seed = Annotated[int, typer.Option(help="Seed of every random draw.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Samples per batch.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Result format on stdout.")]
+
+# Training recipe.
+Arch = Annotated[str, typer.Option(help="smallcnn (fast, CPU), resnet18, resnet34 or mobilenetv2.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
+Lr = Annotated[float, typer.Option(min=0, help="Peak learning rate (SGD, Nesterov momentum).")]
+WeightDecay = Annotated[float, typer.Option(min=0, help="Weight decay.")]
+
+# The score.
+Eps = Annotated[float, typer.Option(min=0, help="FGSM step of the score, in pixel units [0,1].")]
+Patch = Annotated[int, typer.Option(min=1, help="Side of the random square the perturbation is confined to.")]
+Masks = Annotated[int, typer.Option(min=1, help="Random patches averaged per sample.")]

@@ -1,0 +1,192 @@
+"""`sanitize`: the seven MeCa steps chained over one run directory, nothing re-implemented.
+
+RUN/
+  train-poisoned/  model.safetensors          step 1: short training on all of D
+  score/           scores.csv                 step 2: KL robustness scores
+  partition/       clean_seed.idx rest.idx    step 3: seed clean set
+  enhance/         model.safetensors rounds.csv   step 4: backdoor-enhanced model
+  split/           clean.idx suspected.idx split.csv   step 5
+  train-clean/     model.safetensors          step 6: trained on the clean split only
+  relabel/         relabeled.csv model.safetensors   step 7: the final model
+  verdicts.csv  report.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from meca_cli import steps
+from meca_cli.console import info
+from meca_cli.core.enhance import EnhanceConfig
+from meca_cli.core.scoring import ScoreConfig
+from meca_cli.core.train import TrainConfig
+from meca_cli.core.verdict import VerdictConfig, dataset_verdict
+from meca_cli.errors import ConfigError
+from meca_cli.store.artifacts import atomic_write_text, read_csv, write_csv
+
+STEPS = ("train-poisoned", "score", "partition", "enhance", "split", "train-clean", "relabel")
+VERDICT_COLUMNS = ("index", "path", "label", "kl", "enhanced_pred", "verdict", "new_label")
+REPORT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class SanitizeConfig:
+    arch: str = "smallcnn"
+    train: TrainConfig = TrainConfig()
+    poisoned_epochs: float = 1 / 3  # step 1 trains this fraction of train.epochs: the backdoor is learned early
+    score: ScoreConfig = ScoreConfig()
+    rho0: float = 0.05
+    enhance: EnhanceConfig = EnhanceConfig()
+    relabel: steps.RelabelConfig = steps.RelabelConfig()
+    verdict: VerdictConfig = VerdictConfig()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_seed(self, seed: int) -> "SanitizeConfig":
+        return replace(self, train=replace(self.train, seed=seed), score=replace(self.score, seed=seed),
+                       enhance=replace(self.enhance, seed=seed), relabel=replace(self.relabel, seed=seed))
+
+
+@dataclass
+class SanitizeResult:
+    run: Path
+    steps: list[steps.StepResult] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def _select(start: str | None, until: str | None) -> tuple[int, int]:
+    for name in (start, until):
+        if name is not None and name not in STEPS:
+            raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(STEPS)}")
+    lo = STEPS.index(start) if start else 0
+    hi = STEPS.index(until) if until else len(STEPS) - 1
+    if lo > hi:
+        raise ConfigError(f"--from {start} comes after --until {until}")
+    return lo, hi
+
+
+def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = SanitizeConfig(),
+             start: str | None = None, until: str | None = None, export: Path | None = None,
+             export_mode: str = "relabeled") -> SanitizeResult:
+    """Run the pipeline over `run`; steps before `start` must be complete, `start` onwards are
+    recomputed when `start` is given, and nothing after `until` runs."""
+    run = Path(run)
+    lo, hi = _select(start, until)
+    result = SanitizeResult(run)
+    d = {name: run / name for name in STEPS}
+    poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)))
+
+    def runner(i: int):
+        force = common.force or (start is not None and i >= lo)
+        c = replace(common, force=force)
+        return [
+            lambda: steps.train(data, d["train-poisoned"], c, poisoned_cfg, cfg.arch, name="train-poisoned"),
+            lambda: steps.score(data, d["train-poisoned"] / "model.safetensors", d["score"], c, cfg.score),
+            lambda: steps.partition(d["score"] / "scores.csv", d["partition"], cfg.rho0, force=force),
+            lambda: steps.enhance(data, d["train-poisoned"] / "model.safetensors",
+                                  d["partition"] / "clean_seed.idx", d["enhance"], c, cfg.enhance, cfg.score),
+            lambda: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c,
+                                scores=d["score"] / "scores.csv"),
+            lambda: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch, indices=d["split"] / "clean.idx",
+                                name="train-clean"),
+            lambda: steps.relabel(data, d["train-clean"] / "model.safetensors", d["split"] / "suspected.idx",
+                                  d["relabel"], c, cfg.relabel),
+        ][i]()
+
+    for i, name in enumerate(STEPS):
+        if i > hi:
+            break
+        if i < lo:
+            if not (d[name] / "manifest.json").is_file():
+                raise ConfigError(f"--from {STEPS[lo]}: earlier step {name!r} has not completed in {run}",
+                                  hint=f"run without --from first, or --from {name}")
+            continue
+        info(f"[{i + 1}/{len(STEPS)}] {name}")
+        result.steps.append(runner(i))
+    if hi == len(STEPS) - 1:
+        result.report = write_report(data, run, common, cfg, result.steps)
+        if export is not None:
+            export_folder(data, run, export, export_mode)
+    return result
+
+
+def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig,
+                 results: list[steps.StepResult]) -> dict:
+    """verdicts.csv (one row per sample) and report.json (the dataset-level summary)."""
+    dataset = steps.open_data(data, common)
+    split_rows = read_csv(run / "split" / "split.csv", steps.SPLIT_COLUMNS)
+    relabel_rows = read_csv(run / "relabel" / "relabeled.csv", steps.RELABEL_COLUMNS)
+    suspected = torch.tensor([r["verdict"] == "suspected" for r in split_rows])
+    write_csv(run / "verdicts.csv", VERDICT_COLUMNS,
+              ((s["index"], s["path"], s["label"], s["kl"], s["enhanced_pred"], s["verdict"], r["new_label"])
+               for s, r in zip(split_rows, relabel_rows)))
+    verdict = dataset_verdict(dataset.labels, suspected, len(dataset.classes), cfg.verdict)
+    if verdict["suspected_class"] is not None:
+        verdict["suspected_class_name"] = dataset.classes[verdict["suspected_class"]]
+    manifests = {name: _summary(run / name) for name in STEPS}
+    report = {
+        "meca_report_version": REPORT_VERSION,
+        "data": str(data),
+        "samples": len(dataset),
+        "classes": dataset.classes,
+        "suspected": int(suspected.sum()),
+        "relabeled_changed": manifests["relabel"].get("changed"),
+        "dataset_verdict": verdict,
+        "final_model": str(run / "relabel" / "model.safetensors"),
+        "clean_model": str(run / "train-clean" / "model.safetensors"),
+        "seconds": {name: manifests[name].get("seconds") for name in STEPS},
+        "config": cfg.to_dict(),
+    }
+    atomic_write_text(run / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _summary(step_dir: Path) -> dict:
+    from meca_cli.store.manifest import read_manifest
+
+    manifest = read_manifest(step_dir)
+    return (manifest or {}).get("summary", {})
+
+
+def export_folder(data: Path, run: Path, target: Path, mode: str = "relabeled") -> int:
+    """Copy the sanitized data set to `target` as a new image folder.
+
+    mode 'relabeled': every sample, suspects filed under their new label; 'clean': the clean
+    split only. Files are copied (never linked) and only inside `target`.
+    """
+    from meca_cli.core.data import scan_folder
+    from meca_cli.errors import DataError
+
+    if mode not in ("relabeled", "clean"):
+        raise ConfigError(f"unknown export mode {mode!r}", hint="use relabeled or clean")
+    target = Path(target)
+    if target.exists() and any(target.iterdir()):
+        raise DataError(f"{target}: export folder exists and is not empty", hint="choose a new folder")
+    scan = scan_folder(data)
+    rows = read_csv(run / "verdicts.csv", VERDICT_COLUMNS)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    written = 0
+    for row in rows:
+        if mode == "clean" and row["verdict"] != "clean":
+            continue
+        index = int(row["index"])
+        src = scan.root / scan.paths[index]
+        name = f"{index:07d}{src.suffix.lower()}"  # fresh names: nothing from the input can escape the target
+        dest = staging / scan.classes[int(row["new_label"])] / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        written += 1
+    target.mkdir(parents=True, exist_ok=True)
+    for child in staging.iterdir():
+        child.rename(target / child.name)
+    staging.rmdir()
+    info(f"export: wrote {written} images to {target}")
+    return written

@@ -1,0 +1,382 @@
+"""The pipeline steps as importable functions: each reads artifacts, writes artifacts into
+its own directory, and finishes with a manifest. Commands and `sanitize` both call these;
+nothing here parses flags or prints results.
+
+A step is skipped ("up to date") when its manifest matches its inputs and parameters;
+otherwise its manifest is removed first and rewritten last, so a crash never leaves a step
+marked complete over partial outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from meca_cli.console import info
+from meca_cli.core import dist
+from meca_cli.core.data import ImageSet, load_images
+from meca_cli.core.enhance import EnhanceConfig
+from meca_cli.core.scoring import ScoreConfig
+from meca_cli.core.train import TrainConfig
+from meca_cli.errors import ArtifactError, ConfigError
+from meca_cli.store.artifacts import (parse_float, parse_int, read_csv, read_index_list, sha256_file, write_csv,
+                                      write_index_list)
+from meca_cli.store.manifest import Step
+
+SCORES_COLUMNS = ("index", "path", "label", "kl", "pred", "loss", "conf")
+SPLIT_COLUMNS = ("index", "path", "label", "enhanced_pred", "enhanced_conf", "kl", "verdict")
+RELABEL_COLUMNS = ("index", "path", "old_label", "new_label")
+
+
+@dataclass(frozen=True)
+class Common:
+    """Options every data-reading step shares."""
+
+    device: str = "auto"
+    image_size: int = 32
+    cache_dir: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class StepResult:
+    name: str
+    out: Path
+    skipped: bool
+    seconds: float
+    summary: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"step": self.name, "out": str(self.out), "skipped": self.skipped,
+                "seconds": round(self.seconds, 2), "summary": self.summary}
+
+
+_loaded: dict[tuple, ImageSet] = {}
+
+
+def open_data(data: Path, common: Common) -> ImageSet:
+    """Decode (or reuse) an image folder; memoised so a chain of steps decodes it once."""
+    from meca_cli.core.data import scan_folder
+
+    scan = scan_folder(data)
+    key = (scan.fingerprint, str(Path(data).resolve()), common.image_size)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir)
+    return _loaded[key]
+
+
+def file_input(path: Path | str | None) -> str:
+    if path is None:
+        return "none"
+    if str(path) == "-":
+        return "stdin"
+    if not Path(path).is_file():
+        raise ArtifactError(f"{path}: not found", hint="run the step that writes it first, or check the path")
+    return sha256_file(Path(path))
+
+
+def _run(step: Step, force: bool, work, device: str = "cpu") -> StepResult:
+    """Skip an up-to-date step, else run `work()` -> (outputs, summary) and commit the manifest."""
+    started = time.monotonic()
+    if not force and step.up_to_date():
+        info(f"{step.name}: up to date ({step.out}); use --force to recompute")
+        return StepResult(step.name, step.out, True, 0.0, step.summary)
+    step.begin()
+    outputs, summary = work()
+    seconds = time.monotonic() - started
+    summary = {**summary, "seconds": round(seconds, 2)}
+    if dist.is_primary():
+        step.complete(outputs, summary, device=device, world_size=dist.world_size())
+    dist.barrier()
+    return StepResult(step.name, step.out, False, seconds, summary)
+
+
+def _device(common: Common) -> torch.device:
+    from meca_cli.core.device import resolve_device
+
+    return resolve_device(common.device)
+
+
+def _load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
+    from meca_cli.store.checkpoint import load_model
+
+    model, meta = load_model(Path(path), device)
+    if meta.classes != dataset.classes:
+        raise ArtifactError(f"{path}: checkpoint classes {meta.classes} do not match the folder's {dataset.classes}",
+                            hint="use the checkpoint trained on this folder")
+    if meta.image_size != dataset.image_size:
+        raise ArtifactError(f"{path}: checkpoint was trained at image size {meta.image_size}, "
+                            f"the data is read at {dataset.image_size}", hint=f"pass --image-size {meta.image_size}")
+    return model, meta
+
+
+def read_label_table(path: Path, n: int) -> torch.Tensor | None:
+    """A relabel CSV (index, new_label) as a full label vector override, or None."""
+    rows = read_csv(path, ("index", "new_label"))
+    if len(rows) != n:
+        raise ArtifactError(f"{path}: holds {len(rows)} rows, the folder {n} samples",
+                            hint="was this table made for another folder?")
+    labels = torch.empty(n, dtype=torch.int64)
+    for lineno, row in enumerate(rows, 2):
+        i = parse_int(row, "index", path, lineno)
+        if not 0 <= i < n:
+            raise ArtifactError(f"{path}:{lineno}: index {i} out of range for {n} samples")
+        labels[i] = parse_int(row, "new_label", path, lineno)
+    return labels
+
+
+# ---- train ------------------------------------------------------------------------------------
+
+
+def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, device: torch.device,
+                  labels: torch.Tensor, indices: torch.Tensor | None, init: Path | None, tag: str,
+                  step_name: str) -> dict:
+    from meca_cli.core.models import build_model
+    from meca_cli.core.train import fit
+    from meca_cli.store.checkpoint import ModelMeta, save_model
+
+    if init is not None:
+        model, meta = _load_checkpoint(init, dataset, device)
+        arch = meta.arch
+    else:
+        torch.manual_seed(cfg.seed)
+        model = build_model(arch, len(dataset.classes), dataset.image_size)
+    history: list[dict] = []
+    state = out / "train_state.safetensors"
+    model = fit(model, dataset.images, labels, cfg, device, indices=indices, state_path=state, state_tag=tag,
+                on_epoch=lambda e, m: history.append({"epoch": e + 1, **m}))
+    if dist.is_primary():
+        save_model(out / "model.safetensors", model,
+                   ModelMeta(arch, dataset.classes, dataset.image_size, step=step_name, config=cfg.to_dict()))
+        state.unlink(missing_ok=True)
+    last = history[-1] if history else {}
+    return {"arch": arch, "samples": len(dataset) if indices is None else len(indices), "epochs": cfg.epochs,
+            "final_loss": last.get("loss"), "final_train_acc": last.get("train_acc")}
+
+
+def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "smallcnn",
+          indices: Path | str | None = None, labels: Path | None = None, init: Path | None = None,
+          name: str = "train") -> StepResult:
+    """Train a model on the folder (optionally a subset, relabelled, or from a checkpoint)."""
+    from meca_cli.core.models import ARCHS
+
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}", hint=f"choose one of {', '.join(ARCHS)}")
+    dataset = open_data(data, common)
+    index_list = read_index_list(indices, limit=len(dataset)) if indices is not None else None
+    if index_list is not None and not index_list:
+        raise ArtifactError(f"{indices}: the index list is empty; nothing to train on")
+    step = Step(name, Path(out), {"data": dataset.scan.fingerprint, "indices": sha_of(index_list),
+                                  "labels": file_input(labels), "init": file_input(init)},
+                {"arch": arch, "image_size": common.image_size, **cfg.to_dict()})
+    device = _device(common)
+
+    def work():
+        label_vec = read_label_table(labels, len(dataset)) if labels is not None else dataset.labels
+        idx = torch.tensor(index_list) if index_list is not None else None
+        summary = _fit_and_save(dataset, Path(out), arch, cfg, device, label_vec, idx, init, step.fingerprint, name)
+        return ["model.safetensors"], summary
+
+    return _run(step, common.force, work, str(device))
+
+
+def sha_of(indices: list[int] | None) -> str:
+    from meca_cli.store.manifest import fingerprint
+
+    return fingerprint(indices)
+
+
+# ---- score ------------------------------------------------------------------------------------
+
+
+def score(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig) -> StepResult:
+    """Per-sample KL robustness scores -> scores.csv."""
+    from meca_cli.core.scoring import kl_scores
+
+    dataset = open_data(data, common)
+    step = Step("score", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model)},
+                {"image_size": common.image_size, **cfg.to_dict()})
+    device = _device(common)
+
+    def work():
+        net, _ = _load_checkpoint(model, dataset, device)
+        start, stop = dist.shard_range(len(dataset), dist.rank(), dist.world_size())
+        s = kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop)
+        s = dist.gather_scores(s, len(dataset))
+        if dist.is_primary():
+            write_scores(Path(out) / "scores.csv", dataset, s)
+        kl = s.kl
+        return ["scores.csv"], {"samples": len(dataset), "kl_median": float(kl.median()),
+                                "kl_p05": float(kl.quantile(0.05)), "kl_p95": float(kl.quantile(0.95)),
+                                "model_agreement": float((s.pred == dataset.labels).float().mean())}
+
+    return _run(step, common.force, work, str(device))
+
+
+def write_scores(path: Path, dataset: ImageSet, s) -> None:
+    rows = ((i, dataset.scan.paths[i], int(dataset.labels[i]), float(s.kl[i]), int(s.pred[i]), float(s.loss[i]),
+             float(s.conf[i])) for i in range(len(dataset)))
+    write_csv(path, SCORES_COLUMNS, rows)
+
+
+def read_scores(path: Path) -> dict[str, torch.Tensor]:
+    rows = read_csv(Path(path), SCORES_COLUMNS)
+    n = len(rows)
+    kl = torch.empty(n, dtype=torch.float64)
+    labels = torch.empty(n, dtype=torch.int64)
+    seen = torch.zeros(n, dtype=torch.bool)
+    for lineno, row in enumerate(rows, 2):
+        i = parse_int(row, "index", path, lineno)
+        if not 0 <= i < n or seen[i]:
+            raise ArtifactError(f"{path}:{lineno}: index {i} is out of range or repeated",
+                                hint="regenerate it with 'meca score'")
+        seen[i] = True
+        kl[i] = parse_float(row, "kl", path, lineno)
+        labels[i] = parse_int(row, "label", path, lineno)
+    if torch.isnan(kl).any():
+        raise ArtifactError(f"{path}: the kl column holds NaN", hint="regenerate it with 'meca score'")
+    return {"kl": kl, "label": labels}
+
+
+# ---- partition --------------------------------------------------------------------------------
+
+
+def partition(scores: Path, out: Path, rho0: float = 0.05, force: bool = False) -> StepResult:
+    """Seed clean set: the rho0 fraction with the highest KL score -> clean_seed.idx, rest.idx."""
+    from meca_cli.core.partition import complement, top_fraction
+
+    if not 0 < rho0 < 1:
+        raise ConfigError(f"--rho0 must be between 0 and 1 (got {rho0})")
+    step = Step("partition", Path(out), {"scores": file_input(scores)}, {"rho0": rho0})
+
+    def work():
+        table = read_scores(Path(scores))
+        clean = top_fraction(table["kl"], rho0)
+        rest = complement(clean, len(table["kl"]))
+        write_index_list(Path(out) / "clean_seed.idx", clean.tolist())
+        write_index_list(Path(out) / "rest.idx", rest.tolist())
+        return ["clean_seed.idx", "rest.idx"], {"samples": len(table["kl"]), "clean_seed": len(clean),
+                                                 "rest": len(rest)}
+
+    return _run(step, force, work)
+
+
+# ---- enhance ----------------------------------------------------------------------------------
+
+
+def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common, cfg: EnhanceConfig,
+            score_cfg: ScoreConfig) -> StepResult:
+    """Backdoor enhancement rounds -> the enhanced model.safetensors and rounds.csv."""
+    from meca_cli.core.enhance import enhance as run_rounds
+    from meca_cli.store.checkpoint import ModelMeta, save_model
+
+    dataset = open_data(data, common)
+    step = Step("enhance", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
+                                       "clean_seed": file_input(clean_seed)},
+                {"image_size": common.image_size, **cfg.to_dict(), "score": score_cfg.to_dict()})
+    device = _device(common)
+
+    def work():
+        net, meta = _load_checkpoint(model, dataset, device)
+        seed_clean = torch.tensor(read_index_list(clean_seed, limit=len(dataset)), dtype=torch.int64)
+        if len(seed_clean) == 0:
+            raise ArtifactError(f"{clean_seed}: the seed clean set is empty", hint="re-run 'meca partition'")
+        state = Path(out) / "enhance_state.safetensors"
+        net, logs = run_rounds(net, dataset.images, dataset.labels, seed_clean, cfg, score_cfg, device,
+                               state_path=state, state_tag=step.fingerprint,
+                               on_round=lambda r: info(f"enhance: round {r.round}/{cfg.rounds}: "
+                                                       f"unlearned {r.clean_set}, agreement {r.agreement:.3f}"))
+        write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
+                  ((r.round, r.rho, r.clean_set, r.agreement) for r in logs))
+        save_model(Path(out) / "model.safetensors", net,
+                   ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
+        state.unlink(missing_ok=True)
+        return ["model.safetensors", "rounds.csv"], {"rounds": [r.to_dict() for r in logs]}
+
+    return _run(step, common.force, work, str(device))
+
+
+# ---- split ------------------------------------------------------------------------------------
+
+
+def split(data: Path, model: Path, out: Path, common: Common, scores: Path | None = None) -> StepResult:
+    """Predict every sample with the enhanced model; agreement with the label = suspected."""
+    from meca_cli.core.partition import split_by_agreement
+    from meca_cli.core.train import predict_logits
+
+    dataset = open_data(data, common)
+    step = Step("split", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
+                                     "scores": file_input(scores)}, {"image_size": common.image_size})
+    device = _device(common)
+
+    def work():
+        net, _ = _load_checkpoint(model, dataset, device)
+        probs = predict_logits(net, dataset.images, device).softmax(1)
+        pred = probs.argmax(1)
+        conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
+        suspected = split_by_agreement(pred, dataset.labels)
+        kl = read_scores(Path(scores))["kl"] if scores is not None else torch.full((len(dataset),), math.nan)
+        if len(kl) != len(dataset):
+            raise ArtifactError(f"{scores}: {len(kl)} rows for {len(dataset)} samples", hint="score this folder")
+        write_index_list(Path(out) / "clean.idx", (~suspected).nonzero().squeeze(1).tolist())
+        write_index_list(Path(out) / "suspected.idx", suspected.nonzero().squeeze(1).tolist())
+        write_csv(Path(out) / "split.csv", SPLIT_COLUMNS,
+                  ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(pred[i]), float(conf[i]), float(kl[i]),
+                    "suspected" if suspected[i] else "clean") for i in range(len(dataset))))
+        per_class = torch.bincount(dataset.labels[suspected], minlength=len(dataset.classes))
+        return ["clean.idx", "suspected.idx", "split.csv"], {
+            "samples": len(dataset), "suspected": int(suspected.sum()), "clean": int((~suspected).sum()),
+            "suspected_per_class": {c: int(k) for c, k in zip(dataset.classes, per_class)}}
+
+    return _run(step, common.force, work, str(device))
+
+
+# ---- relabel ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    finetune_epochs: int = 4  # short schedule over the whole relabelled set
+    finetune_lr: float = 0.01  # low lr: adjust the clean model, do not retrain it
+    batch_size: int = 128
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: Common,
+            cfg: RelabelConfig) -> StepResult:
+    """Label the suspects with the clean model's prediction, then fine-tune it on everything."""
+    from meca_cli.core.relabel import relabel as relabel_labels
+
+    dataset = open_data(data, common)
+    step = Step("relabel", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(clean_model),
+                                       "suspected": file_input(suspected)},
+                {"image_size": common.image_size, **cfg.to_dict()})
+    device = _device(common)
+
+    def work():
+        net, meta = _load_checkpoint(clean_model, dataset, device)
+        sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
+        new = relabel_labels(net, dataset.images, dataset.labels, sus, device)
+        write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
+                  ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
+        summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum())}
+        if cfg.finetune_epochs > 0:
+            ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
+                             seed=cfg.seed + 17)
+            summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new, None,
+                                                Path(clean_model), step.fingerprint, "relabel")
+        else:
+            from meca_cli.store.checkpoint import save_model, ModelMeta
+
+            save_model(Path(out) / "model.safetensors", net, meta)
+        return ["relabeled.csv", "model.safetensors"], summary
+
+    return _run(step, common.force, work, str(device))

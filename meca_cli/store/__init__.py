@@ -1,0 +1,1 @@
+"""On-disk artifacts: atomic files, manifests, checkpoints."""
