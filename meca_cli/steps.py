@@ -58,15 +58,15 @@ class StepResult:
 _loaded: dict[tuple, ImageSet] = {}
 
 
-def open_data(data: Path, common: Common) -> ImageSet:
+def open_data(data: Path, common: Common, min_classes: int = 2) -> ImageSet:
     """Decode (or reuse) an image folder; memoised so a chain of steps decodes it once."""
     from meca_cli.core.data import scan_folder
 
-    scan = scan_folder(data)
+    scan = scan_folder(data, min_classes)
     key = (scan.fingerprint, str(Path(data).resolve()), common.image_size)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir)
+        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir, min_classes)
     return _loaded[key]
 
 

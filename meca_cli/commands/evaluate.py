@@ -38,7 +38,7 @@ def evaluate(
         common = steps.Common(device, image_size, cache_dir)
         dev = steps._device(common)
         clean = steps.open_data(data, common) if data is not None else None
-        trig = steps.open_data(triggered, common) if triggered is not None else None
+        trig = steps.open_data(triggered, common, min_classes=1) if triggered is not None else None
         card = evaluation.read_attack_card(triggered) if triggered is not None else None
         if target is None and card is not None:
             target = int(card["target"])

@@ -35,16 +35,19 @@ class FolderScan:
         return len(self.paths)
 
 
-def scan_folder(root: Path) -> FolderScan:
-    """List DATA/<class>/<image> files in a stable order and fingerprint them by stat."""
+def scan_folder(root: Path, min_classes: int = 2) -> FolderScan:
+    """List DATA/<class>/<image> files in a stable order and fingerprint them by stat.
+
+    Training data needs two classes at least; a triggered test folder may hold one.
+    """
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such folder", hint="pass an image folder laid out as DATA/<class>/<image>")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder", hint="pass an image folder laid out as DATA/<class>/<image>")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"{root}: found {len(classes)} class folder(s); need at least 2",
+    if len(classes) < min_classes:
+        raise DataError(f"{root}: found {len(classes)} class folder(s); need at least {min_classes}",
                         hint="lay the images out as DATA/<class>/<image>, one sub-folder per class")
     paths, labels, stats = [], [], []
     for label, name in enumerate(classes):
@@ -114,12 +117,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meca"
 
 
-def load_images(root: Path, image_size: int = 32, cache_dir: Path | None = None) -> ImageSet:
+def load_images(root: Path, image_size: int = 32, cache_dir: Path | None = None, min_classes: int = 2) -> ImageSet:
     """Scan and decode a folder, reusing the decode cache when the folder is unchanged."""
     from meca_cli.console import progress
     from meca_cli.store.checkpoint import load_tensors, save_tensors
 
-    scan = scan_folder(root)
+    scan = scan_folder(root, min_classes)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(f"{scan.fingerprint}|{image_size}|{CACHE_VERSION}".encode()).hexdigest()[:32]
     cache_path = cache_dir / f"images-{key}.safetensors"

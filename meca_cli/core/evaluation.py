@@ -39,7 +39,10 @@ def model_metrics(model, meta, clean, triggered, target: int | None, device) -> 
         if target is None:
             raise ArtifactError("the target class of the triggered folder is unknown",
                                 hint=f"pass --target, or use a folder written by 'meca poison --test' ({ATTACK_CARD})")
-        _check_classes(meta, triggered)
+        unknown = set(triggered.classes) - set(meta.classes)
+        if unknown:
+            raise ArtifactError(f"{triggered.scan.root}: classes {sorted(unknown)} are not the model's",
+                                hint="evaluate on a folder triggered from the same data set")
         pred = predict_logits(model, triggered.images, device).argmax(1)
         out["asr"] = attack_success_rate(pred, target, torch.ones(len(pred), dtype=torch.bool))
         out["triggered_samples"] = len(triggered)

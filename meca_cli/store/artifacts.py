@@ -87,10 +87,15 @@ def read_index_list(source: Path | str, limit: int | None = None) -> list[int]:
 
 
 def safe_cell(value: object) -> object:
-    """Neutralise spreadsheet formula injection in text cells (names come from untrusted files)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    """Neutralise spreadsheet formula injection in text cells (names come from untrusted files).
+
+    A bare carriage return is written as the two characters \\r: csv with "\\n" line ends
+    would not quote it, and a reader would drop it.
+    """
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r", "\\r")
+    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
 
 
 def format_float(value: float) -> str:

@@ -1,0 +1,99 @@
+"""One measured experiment: poison a clean folder, (optionally) train with no defence,
+sanitize, and score everything against ground truth. `meca demo` runs one; `meca bench`
+runs a matrix of them. Every stage is skipped when its output is already complete, so an
+interrupted experiment resumes where it stopped.
+
+WORK/
+  data/train/           poisoned training folder + ground_truth.csv (meca poison)
+  data/test-triggered/  triggered test folder (meca poison --test)
+  no-defence/           model trained on the poisoned folder as is
+  run/                  meca sanitize
+  result.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from meca_cli import poisoning, steps
+from meca_cli.console import info
+from meca_cli.core.attacks import AttackConfig
+from meca_cli.core.evaluation import detection_metrics, model_metrics
+from meca_cli.pipeline import SanitizeConfig, sanitize
+from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.checkpoint import load_model
+
+CLEAN = "clean"  # the control: no attack
+
+
+@dataclass(frozen=True)
+class Experiment:
+    train_src: Path
+    test_src: Path
+    work: Path
+    attack: str = "badnet"
+    rate: float = 0.05
+    target: int = 1
+    per_class: int | None = None  # class-balanced training subset
+    seed: int = 0
+    no_defence: bool = True
+
+
+def _attack_config(exp: Experiment) -> AttackConfig:
+    if exp.attack == CLEAN:
+        return AttackConfig(name="badnet", rate=0.0, cover_rate=0.0, target=exp.target, seed=exp.seed)
+    return AttackConfig(name=exp.attack, rate=exp.rate, target=exp.target, seed=exp.seed)
+
+
+def prepare_data(exp: Experiment, common: steps.Common) -> tuple[Path, Path | None]:
+    """The poisoned training folder and the triggered test folder (None for the clean control)."""
+    train_dir, trig_dir = exp.work / "data" / "train", exp.work / "data" / "test-triggered"
+    config = _attack_config(exp)
+    if not train_dir.is_dir():
+        source = steps.open_data(exp.train_src, common)
+        subset = poisoning.balanced_subset(source.labels, exp.per_class, exp.seed) if exp.per_class else None
+        info(f"poison: {exp.attack} -> {train_dir}")
+        poisoning.write_poisoned(source, train_dir, config, subset)
+    if exp.attack == CLEAN:
+        return train_dir, None
+    if not trig_dir.is_dir():
+        config, state = poisoning.config_from_card(train_dir)
+        poisoning.write_triggered(steps.open_data(exp.test_src, common), trig_dir, config, state)
+    return train_dir, trig_dir
+
+
+def _evaluate(checkpoint: Path, exp: Experiment, trig_dir: Path | None, common: steps.Common) -> dict:
+    device = steps._device(common)
+    model, meta = load_model(checkpoint, device)
+    clean = steps.open_data(exp.test_src, common)
+    trig = steps.open_data(trig_dir, common, min_classes=1) if trig_dir is not None else None
+    return model_metrics(model, meta, clean, trig, exp.target, device)
+
+
+def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common) -> dict:
+    """Run (or resume) the experiment; returns and writes WORK/result.json."""
+    started = time.monotonic()
+    train_dir, trig_dir = prepare_data(exp, common)
+    result: dict = {"attack": exp.attack, "rate": exp.rate if exp.attack != CLEAN else 0.0, "seed": exp.seed,
+                    "per_class": exp.per_class, "train_samples": None}
+    if exp.no_defence:
+        nd = steps.train(train_dir, exp.work / "no-defence", common, cfg.train, cfg.arch, name="no-defence")
+        result["no_defence"] = {**_evaluate(exp.work / "no-defence" / "model.safetensors", exp, trig_dir, common),
+                                "seconds": nd.summary.get("seconds")}
+    run = sanitize(train_dir, exp.work / "run", common, cfg)
+    report = run.report
+    result["train_samples"] = report["samples"]
+    result["detection"] = detection_metrics(exp.work / "run" / "verdicts.csv", train_dir / poisoning.GROUND_TRUTH)
+    result["dataset_verdict"] = report["dataset_verdict"]
+    result["meca_clean_model"] = _evaluate(Path(report["clean_model"]), exp, trig_dir, common)
+    result["meca_final_model"] = _evaluate(Path(report["final_model"]), exp, trig_dir, common)
+    result["seconds"] = {**report["seconds"], "sanitize_total": round(sum(v or 0 for v in report["seconds"].values()), 2)}
+    result["wall_seconds"] = round(time.monotonic() - started, 2)
+    result["config"] = cfg.to_dict()
+    atomic_write_text(exp.work / "result.json", json.dumps(result, indent=2) + "\n")
+    return result

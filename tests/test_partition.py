@@ -1,0 +1,46 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meca_cli.core.dist import shard_range
+from meca_cli.core.partition import complement, rho_schedule, split_by_agreement, top_fraction
+
+
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=200), st.floats(0.01, 0.99))
+@settings(max_examples=60, deadline=None)
+def test_partition_is_disjoint_and_complete(scores, fraction):
+    kl = torch.tensor(scores)
+    clean = top_fraction(kl, fraction)
+    rest = complement(clean, len(kl))
+    assert len(set(clean.tolist()) & set(rest.tolist())) == 0
+    assert sorted(clean.tolist() + rest.tolist()) == list(range(len(kl)))
+    # Every seed-clean score is at least every other score.
+    if len(rest):
+        assert float(kl[clean].min()) >= float(kl[rest].max())
+
+
+def test_top_fraction_picks_highest_scores():
+    kl = torch.tensor([0.1, 5.0, 0.2, 3.0, 0.0])
+    assert top_fraction(kl, 0.4).tolist() == [1, 3]
+
+
+def test_rho_schedule_is_linear_and_bounded():
+    assert rho_schedule(0.05, 0.5, 1) == [0.05]
+    sched = rho_schedule(0.1, 0.9, 5)
+    assert sched[0] == 0.1 and abs(sched[-1] - 0.9) < 1e-12
+    assert all(b > a for a, b in zip(sched, sched[1:]))
+
+
+def test_split_flags_agreement():
+    pred = torch.tensor([0, 1, 2, 1])
+    labels = torch.tensor([0, 2, 2, 0])
+    assert split_by_agreement(pred, labels).tolist() == [True, False, True, False]
+
+
+@given(st.integers(0, 500), st.integers(1, 16))
+def test_shards_are_disjoint_and_complete(n, parts):
+    seen = []
+    for part in range(parts):
+        lo, hi = shard_range(n, part, parts)
+        seen.extend(range(lo, hi))
+    assert seen == list(range(n))

@@ -1,0 +1,112 @@
+"""End to end on a tiny synthetic folder: every artifact, resumability, JSON contract, gate."""
+
+import json
+
+import torch
+
+from meca_cli.cli import app
+from meca_cli.pipeline import STEPS
+from tests.conftest import make_image_folder, snapshot
+
+FAST = ["--epochs", "3", "--rounds", "2", "--finetune-epochs", "1", "--image-size", "16", "--batch-size", "16"]
+
+
+def test_sanitize_end_to_end(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=20, poison=6)
+    before = snapshot(data)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--format", "json", *FAST])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)  # stdout holds only the JSON result
+    assert payload["meca_result_version"] == "1"
+    report = payload["report"]
+    assert report["samples"] == 66
+    for name in STEPS:
+        assert (run / name / "manifest.json").is_file(), name
+    for rel in ["score/scores.csv", "partition/clean_seed.idx", "partition/rest.idx", "enhance/model.safetensors",
+                "enhance/rounds.csv", "split/clean.idx", "split/suspected.idx", "split/split.csv",
+                "train-clean/model.safetensors", "relabel/relabeled.csv", "relabel/model.safetensors",
+                "verdicts.csv", "report.json"]:
+        assert (run / rel).is_file(), rel
+    lines = (run / "verdicts.csv").read_text().splitlines()
+    assert lines[0] == "index,path,label,kl,enhanced_pred,verdict,new_label"
+    assert len(lines) == 67
+    clean = set(map(int, (run / "split/clean.idx").read_text().split()))
+    suspected = set(map(int, (run / "split/suspected.idx").read_text().split()))
+    assert clean.isdisjoint(suspected) and clean | suspected == set(range(66))
+    assert snapshot(data) == before  # the input folder is never written to
+
+    # A second run is a no-op: every step up to date, outputs untouched.
+    mtimes = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    again = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--format", "json", *FAST])
+    assert again.exit_code == 0
+    assert all(s["skipped"] for s in json.loads(again.stdout)["steps"])
+    assert "up to date" in again.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items() if p.name != "report.json"
+               and p.name != "verdicts.csv")
+
+    # Changing a parameter of one step recomputes it and everything downstream only.
+    changed = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--format", "json", *FAST,
+                                  "--rho-max", "0.6"])
+    assert changed.exit_code == 0
+    skipped = {s["step"]: s["skipped"] for s in json.loads(changed.stdout)["steps"]}
+    assert skipped["train-poisoned"] and skipped["score"] and skipped["partition"]
+    assert not skipped["enhance"] and not skipped["split"]
+
+
+def test_until_and_from(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    first = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--until", "partition", *FAST])
+    assert first.exit_code == 0, first.stderr
+    assert (run / "partition" / "manifest.json").is_file()
+    assert not (run / "enhance").exists()
+    # --from a step whose predecessors are missing is refused.
+    bad = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "other"), "--from", "enhance", *FAST])
+    assert bad.exit_code == 2 and "has not completed" in bad.stderr
+    # --from recomputes that step even though it is up to date.
+    redo = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--from", "partition", "--until",
+                               "partition", "--format", "json", *FAST])
+    assert redo.exit_code == 0
+    assert [s["skipped"] for s in json.loads(redo.stdout)["steps"]] == [False]
+
+
+def test_steps_chain_by_hand_and_through_stdin(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    common = ["--image-size", "16", "--batch-size", "16"]
+    r = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "1", *common])
+    assert r.exit_code == 0, r.stderr
+    model = tmp_path / "t" / "model.safetensors"
+    r = runner.invoke(app, ["score", str(data), "-m", str(model), "-o", str(tmp_path / "s"), "--format", "csv",
+                            *common])
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0] == "index,path,label,kl,pred,loss,conf"
+    r = runner.invoke(app, ["partition", str(tmp_path / "s" / "scores.csv"), "-o", str(tmp_path / "p"),
+                            "--format", "csv"])
+    assert r.exit_code == 0
+    seed = r.stdout  # the seed clean list, as a pipeline would pass it on
+    r = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t2"), "--epochs", "1", "--indices", "-",
+                            "--format", "json", *common], input=seed)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["samples"] == len(seed.split())
+
+
+def test_gate_exit_codes(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    base = ["sanitize", str(data), "--out", str(run), *FAST]
+    ok = runner.invoke(app, base)
+    assert ok.exit_code == 0
+    report = json.loads((run / "report.json").read_text())
+    concentration = report["dataset_verdict"]["concentration"]
+    # Forcing the threshold below the measured concentration trips the gate (exit 1) only with --fail-over.
+    tripped = runner.invoke(app, [*base, "--concentration", "1", "--fail-over", "0"])
+    assert concentration >= 1
+    v = json.loads((run / "report.json").read_text())["dataset_verdict"]
+    assert tripped.exit_code == (1 if v["estimated_poison_fraction"] > 0 else 0)
+    no_gate = runner.invoke(app, [*base, "--concentration", "1"])
+    assert no_gate.exit_code == 0
