@@ -31,6 +31,8 @@ def poison(
 ) -> None:
     """Write a poisoned copy of an image folder with per-sample ground truth (ground_truth.csv),
     the attack card and its trigger; with --test, the triggered test folder for the ASR."""
+    import time
+
     from meca_cli import poisoning, steps
     from meca_cli.commands.common import report_step
     from meca_cli.core.attacks import AttackConfig
@@ -40,6 +42,7 @@ def poison(
         covers = tuple(int(c) for c in cover_classes.split(",") if c.strip())
     except ValueError:
         raise ConfigError(f"--cover-classes: expected comma-separated class indices, got {cover_classes!r}") from None
+    started = time.monotonic()
     dataset = steps.open_data(src, steps.Common(image_size=image_size, cache_dir=cache_dir))
     if like is not None:
         config, state = poisoning.config_from_card(like)
@@ -56,4 +59,4 @@ def poison(
     else:
         subset = poisoning.balanced_subset(dataset.labels, per_class, seed) if per_class else None
         summary = poisoning.write_poisoned(dataset, out, config, subset)
-    report_step(steps.StepResult("poison", out, False, 0.0, summary), fmt)
+    report_step(steps.StepResult("poison", out, False, time.monotonic() - started, summary), fmt)

@@ -1,0 +1,99 @@
+"""`meca bench`: the benchmark protocols, a resumable matrix of experiments, and
+BENCHMARKS.md generated from the results JSON (no figure is typed in by hand)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from meca_cli import steps
+from meca_cli.console import info
+from meca_cli.core.attacks import ATTACK_NAMES
+from meca_cli.core.train import TrainConfig
+from meca_cli.errors import DataError
+from meca_cli.experiment import CLEAN, Experiment, run_experiment
+from meca_cli.pipeline import SanitizeConfig
+from meca_cli.store.artifacts import atomic_write_text
+
+RESULTS_VERSION = "1"
+ALL_RUNS = (*ATTACK_NAMES, CLEAN)
+
+# The paper's CIFAR-10 / ResNet-18 / 5 % figures (averages over its eight attacks), for reference.
+PAPER = {
+    "no_defence": {"accuracy": 0.8581, "asr": 0.7445},
+    "meca_clean_model": {"accuracy": 0.8429, "asr": 0.0033},
+    "meca_final_model": {"accuracy": 0.8665, "asr": 0.0003},
+    "clean_no_defence_accuracy": 0.8786,
+    "clean_meca_accuracy": 0.8604,
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    per_class: int | None  # class-balanced training subset
+    rate: float
+    target: int
+    arch: str
+    epochs: int
+    note: str
+
+
+PROTOCOLS = {
+    "cifar10-small": Protocol("cifar10-small", 1000, 0.05, 1, "smallcnn", 20,
+                              "10,000 CIFAR-10 training images (1,000 per class), full 10,000-image test set, "
+                              "smallcnn, 20 epochs, 5 % poison, target 1 (automobile), CPU"),
+    "cifar10-paper": Protocol("cifar10-paper", None, 0.05, 1, "resnet18", 100,
+                              "all 50,000 CIFAR-10 training images, ResNet-18, 100 epochs, 5 % poison, target 1 "
+                              "(GPU)"),
+}
+
+
+def locate_cifar10(source: Path, unpack_to: Path) -> Path:
+    """The CIFAR-10 folder (with train/ and test/) from a folder or the shared .tar.gz."""
+    source = Path(source)
+    if source.is_dir():
+        root = source / "cifar10" if (source / "cifar10").is_dir() else source
+    elif source.is_file() and source.name.endswith((".tar.gz", ".tgz")):
+        root = unpack_to / "cifar10"
+        if not (root / "test").is_dir():
+            info(f"bench: unpacking {source} -> {unpack_to}")
+            unpack_to.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(source) as tar:
+                tar.extractall(unpack_to, filter="data")  # "data" refuses links and paths out of the target
+    else:
+        raise DataError(f"{source}: CIFAR-10 not found", hint="pass --data with the cifar10-jpeg.tar.gz or its folder")
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise DataError(f"{root}: expected train/ and test/ folders inside")
+    return root
+
+
+def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
+              common: steps.Common, epochs: int | None = None, per_class: int | None = None,
+              label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True) -> dict:
+    """Run every (attack, seed) not yet in `results`; write results after each run."""
+    root = locate_cifar10(data, work / "cifar10-src")
+    proto = replace(protocol, epochs=epochs or protocol.epochs,
+                    per_class=per_class if per_class is not None else protocol.per_class)
+    name = label or (protocol.name if proto == protocol else
+                     f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}]")
+    base = cfg or SanitizeConfig()
+    cfg = replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs))
+    table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}
+    for seed in seeds:
+        for attack in attacks:
+            key = {"protocol": name, "attack": attack, "seed": seed}
+            if any(all(r.get(k) == v for k, v in key.items()) for r in table["runs"]):
+                info(f"bench: {name} {attack} seed {seed}: done already")
+                continue
+            info(f"bench: {name} {attack} seed {seed}")
+            exp = Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
+                             rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed,
+                             no_defence=no_defence)
+            result = run_experiment(exp, cfg.with_seed(seed), common)
+            table["runs"].append({**key, "protocol_note": proto.note, **result})
+            results.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+    return table

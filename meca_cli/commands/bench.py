@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meca_cli.errors import cli_errors
+from meca_cli.options import CacheDir, Device
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@cli_errors
+def bench(
+    protocol: Annotated[str, typer.Option(help="cifar10-small (CPU) or cifar10-paper (GPU).")] = "cifar10-small",
+    data: Annotated[Path, typer.Option(help="CIFAR-10: the cifar10-jpeg.tar.gz or its unpacked folder.",
+                                       envvar="MECA_CIFAR10")] = DEFAULT_DATA,
+    attacks: Annotated[str, typer.Option(help="Comma-separated attacks (and 'clean'), or 'all'.")] = "all",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the protocol's epochs (a reduced protocol).")] = None,
+    per_class: Annotated[int | None, typer.Option(min=1, help="Override the protocol's images per class.")] = None,
+    no_defence: Annotated[bool, typer.Option(help="Also train the no-defence baseline.")] = True,
+    work: Annotated[Path, typer.Option(help="Work folder for poisoned data and runs (resumable).")] = Path("benchmarks/work"),
+    results: Annotated[Path | None, typer.Option(help="Results JSON [default: benchmarks/results/<protocol>.json].")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Only (re)generate this Markdown file from the results JSON files.")] = None,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+) -> None:
+    """Run a benchmark protocol: for each attack and the clean control, poison, train with no
+    defence, sanitize, and evaluate. Resumes where it stopped; writes the results JSON.
+    With --markdown FILE, write FILE (e.g. BENCHMARKS.md) from the results JSON instead."""
+    from meca_cli import steps
+    from meca_cli.bench import ALL_RUNS, PROTOCOLS, run_bench
+    from meca_cli.errors import ConfigError
+    from meca_cli.store.artifacts import atomic_write_text
+
+    if markdown is not None:
+        from meca_cli.benchreport import render_all
+
+        atomic_write_text(markdown, render_all(sorted(Path("benchmarks/results").glob("*.json"))
+                                               if results is None else [results]))
+        return
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")
+    names = list(ALL_RUNS) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ALL_RUNS]
+    if unknown:
+        raise ConfigError(f"unknown attack(s) {', '.join(unknown)}", hint=f"choose from {', '.join(ALL_RUNS)}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    results = results or Path("benchmarks/results") / f"{protocol}.json"
+    run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
+              epochs=epochs, per_class=per_class, no_defence=no_defence)
