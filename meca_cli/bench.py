@@ -11,10 +11,9 @@ from pathlib import Path
 from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.core.attacks import ATTACK_NAMES
-from meca_cli.core.train import TrainConfig
 from meca_cli.errors import DataError
 from meca_cli.experiment import CLEAN, Experiment, run_experiment
-from meca_cli.pipeline import SanitizeConfig
+from meca_cli.config import SanitizeConfig
 from meca_cli.store.artifacts import atomic_write_text
 
 RESULTS_VERSION = "1"

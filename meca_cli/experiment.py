@@ -24,7 +24,8 @@ from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.attacks import AttackConfig
 from meca_cli.core.evaluation import detection_metrics, model_metrics
-from meca_cli.pipeline import SanitizeConfig, sanitize
+from meca_cli.config import SanitizeConfig
+from meca_cli.pipeline import sanitize
 from meca_cli.store.artifacts import atomic_write_text
 from meca_cli.store.checkpoint import load_model
 

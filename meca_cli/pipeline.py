@@ -16,42 +16,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from meca_cli import steps
 from meca_cli.console import info
-from meca_cli.core.enhance import EnhanceConfig
-from meca_cli.core.scoring import ScoreConfig
-from meca_cli.core.train import TrainConfig
-from meca_cli.core.verdict import VerdictConfig, dataset_verdict
+from meca_cli.config import SanitizeConfig
+from meca_cli.core.verdict import dataset_verdict
 from meca_cli.errors import ConfigError
 from meca_cli.store.artifacts import atomic_write_text, read_csv, write_csv
 
 STEPS = ("train-poisoned", "score", "partition", "enhance", "split", "train-clean", "relabel")
 VERDICT_COLUMNS = ("index", "path", "label", "kl", "enhanced_pred", "verdict", "new_label")
 REPORT_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class SanitizeConfig:
-    arch: str = "smallcnn"
-    train: TrainConfig = TrainConfig()
-    poisoned_epochs: float = 1 / 3  # step 1 trains this fraction of train.epochs: the backdoor is learned early
-    score: ScoreConfig = ScoreConfig()
-    rho0: float = 0.05
-    enhance: EnhanceConfig = EnhanceConfig()
-    relabel: steps.RelabelConfig = steps.RelabelConfig()
-    verdict: VerdictConfig = VerdictConfig()
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_seed(self, seed: int) -> "SanitizeConfig":
-        return replace(self, train=replace(self.train, seed=seed), score=replace(self.score, seed=seed),
-                       enhance=replace(self.enhance, seed=seed), relabel=replace(self.relabel, seed=seed))
 
 
 @dataclass
@@ -92,7 +71,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
             lambda: steps.partition(d["score"] / "scores.csv", d["partition"], cfg.rho0, force=force),
             lambda: steps.enhance(data, d["train-poisoned"] / "model.safetensors",
                                   d["partition"] / "clean_seed.idx", d["enhance"], c, cfg.enhance, cfg.score),
-            lambda: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c,
+            lambda: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c, cfg.split,
                                 scores=d["score"] / "scores.csv"),
             lambda: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch, indices=d["split"] / "clean.idx",
                                 name="train-clean"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,9 +19,7 @@ import torch
 from meca_cli.console import info
 from meca_cli.core import dist
 from meca_cli.core.data import ImageSet, load_images
-from meca_cli.core.enhance import EnhanceConfig
-from meca_cli.core.scoring import ScoreConfig
-from meca_cli.core.train import TrainConfig
+from meca_cli.config import EnhanceConfig, RelabelConfig, ScoreConfig, SplitConfig, TrainConfig
 from meca_cli.errors import ArtifactError, ConfigError
 from meca_cli.store.artifacts import (parse_float, parse_int, read_csv, read_index_list, sha256_file, write_csv,
                                       write_index_list)
@@ -304,14 +302,15 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
 # ---- split ------------------------------------------------------------------------------------
 
 
-def split(data: Path, model: Path, out: Path, common: Common, scores: Path | None = None) -> StepResult:
+def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig = SplitConfig(),
+          scores: Path | None = None) -> StepResult:
     """Predict every sample with the enhanced model; agreement with the label = suspected."""
     from meca_cli.core.partition import split_by_agreement
     from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
     step = Step("split", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
-                                     "scores": file_input(scores)}, {"image_size": common.image_size})
+                                     "scores": file_input(scores)}, {"image_size": common.image_size, **cfg.to_dict()})
     device = _device(common)
 
     def work():
@@ -319,7 +318,13 @@ def split(data: Path, model: Path, out: Path, common: Common, scores: Path | Non
         probs = predict_logits(net, dataset.images, device).softmax(1)
         pred = probs.argmax(1)
         conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
-        suspected = split_by_agreement(pred, dataset.labels)
+        suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected)
+        agreeing = float((pred == dataset.labels).float().mean())
+        if agreeing > cfg.max_suspected:
+            from meca_cli.console import warn
+
+            warn(f"split: the enhanced model agrees with {agreeing:.0%} of the labels; kept the "
+                 f"{cfg.max_suspected:.0%} it is most confident in as suspects (the enhancement did not separate)")
         kl = read_scores(Path(scores))["kl"] if scores is not None else torch.full((len(dataset),), math.nan)
         if len(kl) != len(dataset):
             raise ArtifactError(f"{scores}: {len(kl)} rows for {len(dataset)} samples", hint="score this folder")
@@ -331,23 +336,13 @@ def split(data: Path, model: Path, out: Path, common: Common, scores: Path | Non
         per_class = torch.bincount(dataset.labels[suspected], minlength=len(dataset.classes))
         return ["clean.idx", "suspected.idx", "split.csv"], {
             "samples": len(dataset), "suspected": int(suspected.sum()), "clean": int((~suspected).sum()),
+            "agreement": agreeing,
             "suspected_per_class": {c: int(k) for c, k in zip(dataset.classes, per_class)}}
 
     return _run(step, common.force, work, str(device))
 
 
 # ---- relabel ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RelabelConfig:
-    finetune_epochs: int = 4  # short schedule over the whole relabelled set
-    finetune_lr: float = 0.01  # low lr: adjust the clean model, do not retrain it
-    batch_size: int = 128
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: Common,

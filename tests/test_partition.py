@@ -32,9 +32,15 @@ def test_rho_schedule_is_linear_and_bounded():
 
 
 def test_split_flags_agreement():
-    pred = torch.tensor([0, 1, 2, 1])
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.1, 0.7, 0.2]])
     labels = torch.tensor([0, 2, 2, 0])
-    assert split_by_agreement(pred, labels).tolist() == [True, False, True, False]
+    assert split_by_agreement(probs, labels).tolist() == [True, False, True, False]
+
+
+def test_split_cap_keeps_most_confident_agreeing():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    labels = torch.tensor([0, 0, 1, 1])  # all four agree
+    assert split_by_agreement(probs, labels, max_suspected=0.5).tolist() == [True, False, False, True]
 
 
 @given(st.integers(0, 500), st.integers(1, 16))

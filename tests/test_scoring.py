@@ -3,7 +3,8 @@ import math
 import torch
 from torch import nn
 
-from meca_cli.core.scoring import ScoreConfig, kl_divergence, kl_scores, patch_mask, patch_positions
+from meca_cli.config import ScoreConfig
+from meca_cli.core.scoring import kl_divergence, kl_scores, patch_mask, patch_positions
 
 
 class Linear2(nn.Module):

@@ -2,7 +2,8 @@ import torch
 
 from meca_cli.core.augment import flip_crop
 from meca_cli.core.models import ARCHS, build_model
-from meca_cli.core.train import TrainConfig, fit, lr_at
+from meca_cli.config import TrainConfig
+from meca_cli.core.train import fit, lr_at
 
 
 def _data(n=48, size=16, classes=3):

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import TrainConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import Arch, CacheDir, Device, Epochs, Format, FormatOpt, Seed
 
@@ -19,7 +20,7 @@ def demo(
     target: Annotated[int, typer.Option(min=0, help="Target class index.")] = 1,
     per_class: Annotated[int | None, typer.Option(min=1, help="Train on a class-balanced subset of this many images per class.")] = None,
     arch: Arch = "smallcnn",
-    epochs: Epochs = 20,
+    epochs: Epochs = TrainConfig.epochs,
     seed: Seed = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -28,14 +29,11 @@ def demo(
     """The main job on a real data set, end to end: plant a backdoor (a corner patch on 5% of
     the images, one target class, ground truth recorded), run 'meca sanitize', and print
     detection recall/precision and the models' clean accuracy and attack success rate."""
-    from dataclasses import replace
-
     from meca_cli import steps
     from meca_cli.console import emit_json, emit_table, info
-    from meca_cli.core.train import TrainConfig
     from meca_cli.errors import DataError
     from meca_cli.experiment import Experiment, run_experiment
-    from meca_cli.pipeline import SanitizeConfig
+    from meca_cli.config import SanitizeConfig
 
     if data is None:
         train_src, test_src = _digits(out / "source", seed)

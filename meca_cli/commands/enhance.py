@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from meca_cli.config import EnhanceConfig, ScoreConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
@@ -18,16 +18,16 @@ def enhance(
     clean_seed: Annotated[Path, typer.Option(help="Seed clean set (clean_seed.idx from 'meca partition').",
                                              show_default=False)],
     out: Out = Path("meca-run/enhance"),
-    rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds T.")] = 5,
-    rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction unlearned in the last round.")] = 0.5,
-    lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = 0.05,
-    ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = math.log(10),
-    lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = 0.01,
-    epochs_per_round: Annotated[int, typer.Option(min=1, help="Epochs per round.")] = 1,
-    eps: Eps = 8 / 255,
-    patch: Patch = 2,
-    masks: Masks = 1,
-    batch_size: BatchSize = 128,
+    rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds T.")] = EnhanceConfig.rounds,
+    rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction unlearned in the last round.")] = EnhanceConfig.rho_max,
+    lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
+    ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
+    lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = EnhanceConfig.lr,
+    epochs_per_round: Annotated[int, typer.Option(min=1, help="Epochs per round.")] = EnhanceConfig.epochs_per_round,
+    eps: Eps = ScoreConfig.eps,
+    patch: Patch = ScoreConfig.patch,
+    masks: Masks = ScoreConfig.masks,
+    batch_size: BatchSize = EnhanceConfig.batch_size,
     seed: Seed = 0,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -39,8 +39,6 @@ def enhance(
     that set. Writes OUT/model.safetensors (the enhanced model) and OUT/rounds.csv."""
     from meca_cli import steps
     from meca_cli.commands.common import report_step
-    from meca_cli.core.enhance import EnhanceConfig
-    from meca_cli.core.scoring import ScoreConfig
 
     cfg = EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=lr,
                         epochs_per_round=epochs_per_round, batch_size=batch_size, seed=seed)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import SanitizeConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import Force, Format, FormatOpt, Out
 
@@ -13,7 +14,7 @@ from meca_cli.options import Force, Format, FormatOpt, Out
 def partition(
     scores: Annotated[Path, typer.Argument(help="scores.csv written by 'meca score'.", show_default=False)],
     out: Out = Path("meca-run/partition"),
-    rho0: Annotated[float, typer.Option(min=0, max=1, help="Fraction with the highest score taken as the seed clean set.")] = 0.05,
+    rho0: Annotated[float, typer.Option(min=0, max=1, help="Fraction with the highest score taken as the seed clean set.")] = SanitizeConfig.rho0,
     force: Force = False,
     fmt: FormatOpt = Format.table,
 ) -> None:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import RelabelConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
 
@@ -15,9 +16,9 @@ def relabel(
     model: ModelOpt,
     suspected: Annotated[Path, typer.Option(help="suspected.idx from 'meca split'.", show_default=False)],
     out: Out = Path("meca-run/relabel"),
-    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs on the relabelled set (0: none).")] = 4,
-    finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = 0.01,
-    batch_size: BatchSize = 128,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs on the relabelled set (0: none).")] = RelabelConfig.finetune_epochs,
+    finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = RelabelConfig.finetune_lr,
+    batch_size: BatchSize = RelabelConfig.batch_size,
     seed: Seed = 0,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -30,7 +31,7 @@ def relabel(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
-    cfg = steps.RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
+    cfg = RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
                               seed=seed)
     result = steps.relabel(data, model, suspected, out, steps.Common(device, image_size, cache_dir, force), cfg)
     report_step(result, fmt, csv_file=out / "relabeled.csv",

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
+                             VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
 from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
@@ -17,23 +18,24 @@ STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or re
 def sanitize(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (one sub-folder per step).")] = Path("meca-run"),
-    arch: Arch = "smallcnn",
-    epochs: Epochs = 20,
-    poisoned_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 1 trains this fraction of --epochs.")] = 1 / 3,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    eps: Eps = 8 / 255,
-    patch: Patch = 2,
-    masks: Masks = 1,
-    rho0: Annotated[float, typer.Option(min=0, max=1, help="Seed clean-set fraction (partition).")] = 0.05,
-    rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds.")] = 5,
-    rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = 0.5,
-    lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = 0.05,
-    ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = math.log(10),
-    enhance_lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = 0.01,
-    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = 4,
-    finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = 0.01,
-    concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = 3.0,
+    arch: Arch = SanitizeConfig.arch,
+    epochs: Epochs = TrainConfig.epochs,
+    poisoned_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 1 trains this fraction of --epochs.")] = SanitizeConfig.poisoned_epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: Lr = TrainConfig.lr,
+    eps: Eps = ScoreConfig.eps,
+    patch: Patch = ScoreConfig.patch,
+    masks: Masks = ScoreConfig.masks,
+    rho0: Annotated[float, typer.Option(min=0, max=1, help="Seed clean-set fraction (partition).")] = SanitizeConfig.rho0,
+    rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds.")] = EnhanceConfig.rounds,
+    rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = EnhanceConfig.rho_max,
+    lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
+    ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
+    enhance_lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = EnhanceConfig.lr,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = RelabelConfig.finetune_epochs,
+    finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = RelabelConfig.finetune_lr,
+    concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = VerdictConfig.concentration,
+    max_suspected: Annotated[float, typer.Option(min=0, max=1, help="Split: at most this fraction is suspected.")] = SplitConfig.max_suspected,
     start: Annotated[str | None, typer.Option("--from", help=f"Recompute from this step on ({STEP_HELP}).")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
     export: Annotated[Path | None, typer.Option(help="Write the sanitized data set to this new folder.")] = None,
@@ -48,22 +50,17 @@ def sanitize(
 ) -> None:
     """Find the poisoned samples in DATA and train a clean model on it: every MeCa step, chained
     and resumable. Writes OUT/<step>/..., OUT/verdicts.csv and OUT/report.json."""
-    from dataclasses import replace
-
     from meca_cli import steps
     from meca_cli.console import emit_json, emit_table, info
-    from meca_cli.core.enhance import EnhanceConfig
-    from meca_cli.core.scoring import ScoreConfig
-    from meca_cli.core.train import TrainConfig
-    from meca_cli.core.verdict import VerdictConfig
-    from meca_cli.pipeline import SanitizeConfig, sanitize as run_pipeline
+    from meca_cli.pipeline import sanitize as run_pipeline
 
     cfg = SanitizeConfig(
         arch=arch, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
         enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr,
                               batch_size=batch_size),
-        relabel=steps.RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size),
+        split=SplitConfig(max_suspected=max_suspected),
+        relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size),
         verdict=VerdictConfig(concentration=concentration),
     ).with_seed(seed)
     common = steps.Common(device, image_size, cache_dir, force)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meca_cli.config import ScoreConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
@@ -12,10 +13,10 @@ def score(
     data: DataArg,
     model: ModelOpt,
     out: Out = Path("meca-run/score"),
-    eps: Eps = 8 / 255,
-    patch: Patch = 2,
-    masks: Masks = 1,
-    batch_size: BatchSize = 256,
+    eps: Eps = ScoreConfig.eps,
+    patch: Patch = ScoreConfig.patch,
+    masks: Masks = ScoreConfig.masks,
+    batch_size: BatchSize = ScoreConfig.batch_size,
     seed: Seed = 0,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -28,7 +29,6 @@ def score(
     Writes OUT/scores.csv (--format csv prints it)."""
     from meca_cli import steps
     from meca_cli.commands.common import report_step
-    from meca_cli.core.scoring import ScoreConfig
 
     cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, batch_size=batch_size, seed=seed)
     result = steps.score(data, model, out, steps.Common(device, image_size, cache_dir, force), cfg)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import SplitConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
 
@@ -15,6 +16,7 @@ def split(
     model: ModelOpt,
     out: Out = Path("meca-run/split"),
     scores: Annotated[Path | None, typer.Option(help="scores.csv to carry the KL score into split.csv.")] = None,
+    max_suspected: Annotated[float, typer.Option(min=0, max=1, help="At most this fraction is suspected.")] = SplitConfig.max_suspected,
     device: Device = "auto",
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
@@ -26,6 +28,7 @@ def split(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
-    result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force), scores=scores)
+    result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force),
+                         SplitConfig(max_suspected=max_suspected), scores=scores)
     report_step(result, fmt, csv_file=out / "split.csv",
                 next_hint=f"meca train {data} --indices {out / 'clean.idx'} --out meca-run/train-clean")

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import TrainConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
                               Lr, Out, Seed, WeightDecay)
@@ -15,11 +16,11 @@ def train(
     data: DataArg,
     out: Out = Path("meca-run/train"),
     arch: Arch = "smallcnn",
-    epochs: Epochs = 20,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    weight_decay: WeightDecay = 5e-4,
-    augment: Annotated[bool, typer.Option(help="Random crop + horizontal flip.")] = True,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: Lr = TrainConfig.lr,
+    weight_decay: WeightDecay = TrainConfig.weight_decay,
+    augment: Annotated[bool, typer.Option(help="Random crop + horizontal flip.")] = TrainConfig.augment,
     indices: Annotated[str | None, typer.Option(help="Train only on these samples (.idx file, or - for stdin).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Label overrides: a relabeled.csv (index, new_label).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint instead of random weights.")] = None,
@@ -33,7 +34,6 @@ def train(
     """Train a model on an image folder. Writes OUT/model.safetensors; resumes after a crash."""
     from meca_cli import steps
     from meca_cli.commands.common import report_step
-    from meca_cli.core.train import TrainConfig
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
                       seed=seed)

@@ -7,7 +7,6 @@ clean task, so its agreement with the given labels singles out the poisoned samp
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,24 +14,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from meca_cli.core.partition import complement, rho_schedule, top_fraction
-from meca_cli.core.scoring import ScoreConfig, kl_scores
-from meca_cli.core.train import TrainConfig, fit, predict_logits
-
-
-@dataclass(frozen=True)
-class EnhanceConfig:
-    rounds: int = 5  # T
-    rho_max: float = 0.5  # clean-set fraction in the last round (the first is the partition's)
-    lam: float = 0.05  # unlearning coefficient lambda
-    ceiling: float = math.log(10)  # no ascent on a sample whose loss already exceeds this
-    lr: float = 0.01  # constant SGD lr of the enhancement epochs
-    epochs_per_round: int = 1
-    batch_size: int = 128
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from meca_cli.config import EnhanceConfig, ScoreConfig, TrainConfig
+from meca_cli.core.partition import rho_schedule, top_fraction
+from meca_cli.core.scoring import kl_scores
+from meca_cli.core.train import fit, predict_logits
 
 
 @dataclass

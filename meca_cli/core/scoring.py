@@ -7,25 +7,14 @@ a small local perturbation, a clean one does: low s = robust = suspicious.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meca_cli.config import ScoreConfig
 from meca_cli.core.device import autocast, prepare_model, to_float
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    eps: float = 8 / 255  # FGSM step in pixel units
-    patch: int = 2  # side of the square perturbation mask, pixels
-    masks: int = 1  # random masks averaged per sample (more = lower variance)
-    batch_size: int = 256
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

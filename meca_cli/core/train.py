@@ -11,7 +11,6 @@ from the state saved after epoch e is bitwise identical on CPU to one never inte
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,23 +21,7 @@ from torch import nn
 from meca_cli.core.augment import flip_crop
 from meca_cli.core.device import autocast, prepare_model, to_float
 from meca_cli.core import dist
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 20  # full schedule; the poisoned model in `sanitize` uses a fraction of it
-    batch_size: int = 128
-    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup: float = 0.2  # fraction of steps spent ramping the lr up; then linear decay to 0
-    schedule: str = "onecycle"  # "onecycle" (warmup then decay) or "constant"
-    label_smoothing: float = 0.0
-    augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from meca_cli.config import TrainConfig
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:

@@ -11,17 +11,9 @@ class divided by the median suspect rate of the other classes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class VerdictConfig:
-    concentration: float = 3.0  # top-class suspect rate over the median of the others
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from meca_cli.config import VerdictConfig
 
 
 def dataset_verdict(labels: torch.Tensor, suspected: torch.Tensor, num_classes: int,

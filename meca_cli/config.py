@@ -1,0 +1,87 @@
+"""Every step's parameters and their defaults, in one torch-free place.
+
+The command-line options take their defaults from here, so a default is written once.
+Defaults marked "measured" were chosen on the cifar10-small benchmark (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+
+class _Params:
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Params):
+    epochs: int = 20  # full schedule; the poisoned model in `sanitize` uses a fraction of it
+    batch_size: int = 128
+    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.2  # fraction of steps spent ramping the lr up; then linear decay to 0
+    schedule: str = "onecycle"  # "onecycle" (warmup then decay) or "constant"
+    label_smoothing: float = 0.0
+    augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreConfig(_Params):
+    eps: float = 8 / 255  # FGSM step in pixel units
+    patch: int = 2  # side of the square perturbation mask, pixels (the paper's "patch size 2")
+    masks: int = 1  # random masks averaged per sample (more = lower variance)
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EnhanceConfig(_Params):
+    rounds: int = 6  # T (measured)
+    rho_max: float = 0.9  # clean-set fraction unlearned in the last round (measured)
+    lam: float = 0.5  # unlearning coefficient lambda (measured: the paper's 0.05 does not unlearn)
+    ceiling: float = math.log(10)  # no ascent on a sample whose loss already exceeds chance level
+    lr: float = 0.01  # constant SGD lr of the enhancement epochs
+    epochs_per_round: int = 1
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitConfig(_Params):
+    # At most this fraction is suspected; past it the enhancement did not separate, and the
+    # suspects kept are those the enhanced model is most confident in (a warning says so).
+    max_suspected: float = 0.5
+
+
+@dataclass(frozen=True)
+class RelabelConfig(_Params):
+    finetune_epochs: int = 4  # short schedule over the whole relabelled set
+    finetune_lr: float = 0.01  # low lr: adjust the clean model, do not retrain it
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VerdictConfig(_Params):
+    concentration: float = 3.0  # top-class suspect rate over the median of the other classes
+
+
+@dataclass(frozen=True)
+class SanitizeConfig(_Params):
+    arch: str = "smallcnn"
+    train: TrainConfig = TrainConfig()
+    poisoned_epochs: float = 1 / 3  # step 1 trains this fraction of train.epochs: the backdoor is learned early
+    score: ScoreConfig = ScoreConfig()
+    rho0: float = 0.05  # seed clean-set fraction
+    enhance: EnhanceConfig = EnhanceConfig()
+    split: SplitConfig = SplitConfig()
+    relabel: RelabelConfig = RelabelConfig()
+    verdict: VerdictConfig = VerdictConfig()
+
+    def with_seed(self, seed: int) -> "SanitizeConfig":
+        return replace(self, train=replace(self.train, seed=seed), score=replace(self.score, seed=seed),
+                       enhance=replace(self.enhance, seed=seed), relabel=replace(self.relabel, seed=seed))
