@@ -43,7 +43,8 @@ class EnhanceConfig(_Params):
     rounds: int = 6  # T (measured)
     rho_max: float = 0.9  # clean-set fraction unlearned in the last round (measured)
     lam: float = 0.5  # unlearning coefficient lambda (measured: the paper's 0.05 does not unlearn)
-    ceiling: float = math.log(10)  # no ascent on a sample whose loss already exceeds chance level
+    unlearn: str = "ascent"  # "ascent" (the paper: -lambda * CE) or "uniform" (towards the uniform prediction)
+    ceiling: float = math.log(10)  # ascent: none on a sample whose loss already exceeds chance level
     lr: float = 0.01  # constant SGD lr of the enhancement epochs
     epochs_per_round: int = 1
     batch_size: int = 128
@@ -52,6 +53,8 @@ class EnhanceConfig(_Params):
 
 @dataclass(frozen=True)
 class SplitConfig(_Params):
+    rule: str = "agreement"  # "agreement" (argmax == label) or "confidence" (p(label) >= min_confidence)
+    min_confidence: float = 0.5
     # At most this fraction is suspected; past it the enhancement did not separate, and the
     # suspects kept are those the enhanced model is most confident in (a warning says so).
     max_suspected: float = 0.5

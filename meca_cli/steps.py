@@ -203,6 +203,7 @@ def score(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig) 
 
     def work():
         net, _ = _load_checkpoint(model, dataset, device)
+        dist.init(device)
         start, stop = dist.shard_range(len(dataset), dist.rank(), dist.world_size())
         s = kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop)
         s = dist.gather_scores(s, len(dataset))
@@ -318,7 +319,7 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
         probs = predict_logits(net, dataset.images, device).softmax(1)
         pred = probs.argmax(1)
         conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
-        suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected)
+        suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected, cfg.rule, cfg.min_confidence)
         agreeing = float((pred == dataset.labels).float().mean())
         if agreeing > cfg.max_suspected:
             from meca_cli.console import warn

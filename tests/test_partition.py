@@ -50,3 +50,10 @@ def test_shards_are_disjoint_and_complete(n, parts):
         lo, hi = shard_range(n, part, parts)
         seen.extend(range(lo, hi))
     assert seen == list(range(n))
+
+
+def test_split_by_confidence():
+    probs = torch.tensor([[0.45, 0.55], [0.2, 0.8], [0.5, 0.5]])
+    labels = torch.tensor([0, 1, 0])
+    assert split_by_agreement(probs, labels, rule="confidence", min_confidence=0.45).tolist() == [True, True, True]
+    assert split_by_agreement(probs, labels, rule="confidence", min_confidence=0.6).tolist() == [False, True, False]

@@ -86,3 +86,23 @@ def test_every_architecture_builds_and_runs():
     for arch in ARCHS:
         model = build_model(arch, 4, 32).eval()
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_unlearning_loss_modes():
+    import math
+
+    import torch.nn.functional as F
+
+    from meca_cli.core.train import unlearning_loss
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    ce = F.cross_entropy(logits, y, reduction="none")
+    w = torch.tensor([1.0, -0.5, -0.5])
+    ascent = unlearning_loss(logits, ce, w, "ascent", ceiling=math.log(10))
+    assert torch.allclose(ascent[0], ce[0])
+    assert torch.allclose(ascent[1], -0.5 * ce[1])  # CE = ln 3 < ln 10: still ascending
+    assert ascent[2] == 0  # CE ~ 5 > ln 10: ascent stopped at the ceiling
+    uniform = unlearning_loss(logits, ce, w, "uniform", ceiling=math.log(10))
+    assert torch.allclose(uniform[1], torch.tensor(0.5 * math.log(3)))  # already uniform: the minimum
+    assert uniform[2] > uniform[1]  # a confident sample is pushed towards uniform

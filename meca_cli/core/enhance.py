@@ -38,7 +38,8 @@ def enhance_round(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     weights[clean_set] = -cfg.lam
     train_cfg = TrainConfig(epochs=cfg.epochs_per_round, batch_size=cfg.batch_size, lr=cfg.lr, schedule="constant",
                             seed=cfg.seed + 7919 * (round_index + 1))
-    return fit(model, images, labels, train_cfg, device, sample_weights=weights, ascent_ceiling=cfg.ceiling)
+    return fit(model, images, labels, train_cfg, device, sample_weights=weights, ascent_ceiling=cfg.ceiling,
+               unlearn=cfg.unlearn)
 
 
 def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_clean: torch.Tensor,

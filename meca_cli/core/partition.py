@@ -28,19 +28,20 @@ def rho_schedule(rho0: float, rho_max: float, rounds: int) -> list[float]:
     return [rho0 + (rho_max - rho0) * t / (rounds - 1) for t in range(rounds)]
 
 
-def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_suspected: float = 1.0
-                       ) -> torch.Tensor:
+def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_suspected: float = 1.0,
+                       rule: str = "agreement", min_confidence: float = 0.5) -> torch.Tensor:
     """Suspected mask: the backdoor-enhanced model still agrees with the given label.
 
     Enhancement unlearns the clean task but keeps the backdoor, so agreement survives
     mostly on poisoned samples. When more than `max_suspected` of the set agrees, the
     enhancement did not separate; the suspects kept are then those with the highest
-    probability of their given label.
+    probability of their given label. With rule "confidence", a sample is suspected when
+    that probability reaches `min_confidence` instead.
     """
-    suspected = enhanced_probs.argmax(1) == labels
+    conf = enhanced_probs.gather(1, labels.view(-1, 1)).squeeze(1)
+    suspected = enhanced_probs.argmax(1) == labels if rule == "agreement" else conf >= min_confidence
     cap = int(max_suspected * len(labels))
     if int(suspected.sum()) > cap:
-        conf = enhanced_probs.gather(1, labels.view(-1, 1)).squeeze(1)
         conf = torch.where(suspected, conf, torch.full_like(conf, -1.0))
         keep = torch.sort(-conf, stable=True).indices[:cap]
         suspected = torch.zeros_like(suspected)

@@ -1,8 +1,9 @@
 """The training loop shared by every step that fits a model (train, enhance, fine-tune).
 
 One loop covers ordinary training and MeCa's learn/unlearn epochs: each sample carries a
-weight, +1 to learn it and -lambda to unlearn it (gradient ascent, skipped for a sample
-whose loss already exceeds a ceiling so the ascent cannot diverge).
+weight, +1 to learn it and -lambda to unlearn it. Unlearning is either gradient ascent on
+the label's loss (skipped for a sample whose loss already exceeds a ceiling, so it cannot
+diverge) or descent towards the uniform prediction (bounded by construction).
 
 Every random draw of epoch e comes from a generator seeded by (seed, e), so a run resumed
 from the state saved after epoch e is bitwise identical on CPU to one never interrupted.
@@ -31,6 +32,22 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     if step < warm:
         return cfg.lr * (step + 1) / warm
     return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
+
+
+def unlearning_loss(logits: torch.Tensor, per_sample: torch.Tensor, w: torch.Tensor, mode: str,
+                    ceiling: float) -> torch.Tensor:
+    """Per-sample loss: w * CE where w > 0; where w < 0, |w| times the unlearning objective.
+
+    "ascent": -CE, stopped once CE exceeds the ceiling. "uniform": cross-entropy to the
+    uniform distribution, which erases the label's evidence without pushing the sample
+    into another class (ascent tends to collapse everything into one class).
+    """
+    learn = torch.where(w > 0, w * per_sample, torch.zeros_like(per_sample))
+    if mode == "uniform":
+        to_uniform = -F.log_softmax(logits, dim=1).mean(dim=1)
+        return learn + torch.where(w < 0, -w * to_uniform, torch.zeros_like(per_sample))
+    active = (w < 0) & (per_sample.detach() < ceiling)
+    return learn + torch.where(active, w * per_sample, torch.zeros_like(per_sample))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -96,6 +113,7 @@ def fit(
     indices: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
     ascent_ceiling: float = math.inf,
+    unlearn: str = "ascent",
     state_path: Path | None = None,
     state_tag: str = "",
     on_epoch: Callable[[int, dict], None] | None = None,
@@ -138,9 +156,7 @@ def fit(
                 with autocast(device):
                     logits = train_model(x)
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
-                # Unlearning (w < 0) stops for a sample whose loss already exceeds the ceiling.
-                active = (w > 0) | (per_sample.detach() < ascent_ceiling)
-                loss = (w * per_sample * active).sum() / len(idx)
+                loss = (unlearning_loss(logits.float(), per_sample, w, unlearn, ascent_ceiling)).sum() / len(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
