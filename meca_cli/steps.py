@@ -192,34 +192,85 @@ def sha_of(indices: list[int] | None) -> str:
 # ---- score ------------------------------------------------------------------------------------
 
 
-def score(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig) -> StepResult:
-    """Per-sample KL robustness scores -> scores.csv."""
+def score(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig,
+          shard: tuple[int, int] | None = None) -> StepResult:
+    """Per-sample KL robustness scores -> scores.csv.
+
+    Under torchrun the ranks score contiguous shards and rank 0 writes the joined table.
+    With `shard=(i, n)` this process scores only part i of n (1-based) into
+    OUT/shards/i-of-n/, for independent jobs that `merge_scores` joins afterwards.
+    """
     from meca_cli.core.scoring import kl_scores
 
     dataset = open_data(data, common)
-    step = Step("score", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model)},
-                {"image_size": common.image_size, **cfg.to_dict()})
+    inputs = {"data": dataset.scan.fingerprint, "model": file_input(model)}
+    params = {"image_size": common.image_size, **cfg.to_dict()}
+    if shard is not None:
+        part, parts = shard
+        out = Path(out) / "shards" / f"{part}-of-{parts}"
+        params = {**params, "shard": f"{part}/{parts}"}
+    step = Step("score", Path(out), inputs, params)
     device = _device(common)
 
     def work():
         net, _ = _load_checkpoint(model, dataset, device)
-        dist.init(device)
-        start, stop = dist.shard_range(len(dataset), dist.rank(), dist.world_size())
-        s = kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop)
-        s = dist.gather_scores(s, len(dataset))
+        if shard is not None:
+            start, stop = dist.shard_range(len(dataset), shard[0] - 1, shard[1])
+            s = kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop)
+        else:
+            dist.init(device)
+            start, stop = dist.shard_range(len(dataset), dist.rank(), dist.world_size())
+            s = dist.gather_scores(kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop),
+                                   len(dataset))
+            start, stop = 0, len(dataset)
         if dist.is_primary():
-            write_scores(Path(out) / "scores.csv", dataset, s)
-        kl = s.kl
-        return ["scores.csv"], {"samples": len(dataset), "kl_median": float(kl.median()),
-                                "kl_p05": float(kl.quantile(0.05)), "kl_p95": float(kl.quantile(0.95)),
-                                "model_agreement": float((s.pred == dataset.labels).float().mean())}
+            write_scores(Path(out) / "scores.csv", dataset, s, start)
+        return ["scores.csv"], _score_summary(s.kl, s.pred, dataset.labels[start:stop])
 
     return _run(step, common.force, work, str(device))
 
 
-def write_scores(path: Path, dataset: ImageSet, s) -> None:
-    rows = ((i, dataset.scan.paths[i], int(dataset.labels[i]), float(s.kl[i]), int(s.pred[i]), float(s.loss[i]),
-             float(s.conf[i])) for i in range(len(dataset)))
+def merge_scores(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig, parts: int) -> StepResult:
+    """Join the n shard tables of OUT/shards/ into OUT/scores.csv, checking that every sample
+    appears exactly once. The result is the same step as an unsharded `score`."""
+    dataset = open_data(data, common)
+    step = Step("score", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model)},
+                {"image_size": common.image_size, **cfg.to_dict()})
+
+    def work():
+        lines: dict[int, str] = {}
+        for part in range(1, parts + 1):
+            shard_dir = Path(out) / "shards" / f"{part}-of-{parts}"
+            shard_step = Step("score", shard_dir, step.inputs, {**step.params, "shard": f"{part}/{parts}"})
+            if not shard_step.up_to_date():
+                raise ArtifactError(f"{shard_dir}: shard {part}/{parts} is missing or stale",
+                                    hint=f"run 'meca score ... --shard {part}/{parts}' with the same options first")
+            text = (shard_dir / "scores.csv").read_text(encoding="utf-8").splitlines()
+            for lineno, line in enumerate(text[1:], 2):
+                index = int(line.split(",", 1)[0])
+                if index in lines:
+                    raise ArtifactError(f"{shard_dir / 'scores.csv'}:{lineno}: sample {index} is in two shards")
+                lines[index] = line
+        if sorted(lines) != list(range(len(dataset))):
+            raise ArtifactError(f"{out}: the shards cover {len(lines)} of {len(dataset)} samples")
+        from meca_cli.store.artifacts import atomic_write_text
+
+        atomic_write_text(Path(out) / "scores.csv",
+                          ",".join(SCORES_COLUMNS) + "\n" + "".join(lines[i] + "\n" for i in range(len(dataset))))
+        table = read_scores(Path(out) / "scores.csv")
+        return ["scores.csv"], _score_summary(table["kl"], table["pred"], dataset.labels)
+
+    return _run(step, common.force, work)
+
+
+def _score_summary(kl: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor) -> dict:
+    return {"samples": len(kl), "kl_median": float(kl.median()), "kl_p05": float(kl.quantile(0.05)),
+            "kl_p95": float(kl.quantile(0.95)), "model_agreement": float((pred == labels).float().mean())}
+
+
+def write_scores(path: Path, dataset: ImageSet, s, start: int = 0) -> None:
+    rows = ((start + k, dataset.scan.paths[start + k], int(dataset.labels[start + k]), float(s.kl[k]), int(s.pred[k]),
+             float(s.loss[k]), float(s.conf[k])) for k in range(len(s.kl)))
     write_csv(path, SCORES_COLUMNS, rows)
 
 
@@ -228,6 +279,7 @@ def read_scores(path: Path) -> dict[str, torch.Tensor]:
     n = len(rows)
     kl = torch.empty(n, dtype=torch.float64)
     labels = torch.empty(n, dtype=torch.int64)
+    pred = torch.empty(n, dtype=torch.int64)
     seen = torch.zeros(n, dtype=torch.bool)
     for lineno, row in enumerate(rows, 2):
         i = parse_int(row, "index", path, lineno)
@@ -237,9 +289,10 @@ def read_scores(path: Path) -> dict[str, torch.Tensor]:
         seen[i] = True
         kl[i] = parse_float(row, "kl", path, lineno)
         labels[i] = parse_int(row, "label", path, lineno)
+        pred[i] = parse_int(row, "pred", path, lineno)
     if torch.isnan(kl).any():
         raise ArtifactError(f"{path}: the kl column holds NaN", hint="regenerate it with 'meca score'")
-    return {"kl": kl, "label": labels}
+    return {"kl": kl, "label": labels, "pred": pred}
 
 
 # ---- partition --------------------------------------------------------------------------------

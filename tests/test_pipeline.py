@@ -110,3 +110,26 @@ def test_gate_exit_codes(runner, tmp_path):
     assert tripped.exit_code == (1 if v["estimated_poison_fraction"] > 0 else 0)
     no_gate = runner.invoke(app, [*base, "--concentration", "1"])
     assert no_gate.exit_code == 0
+
+
+def test_sharded_scoring_merges_to_the_whole(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=10)
+    common = ["--image-size", "16", "--batch-size", "7"]
+    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "1", *common]).exit_code == 0
+    model = str(tmp_path / "t" / "model.safetensors")
+    whole = runner.invoke(app, ["score", str(data), "-m", model, "-o", str(tmp_path / "whole"), *common])
+    assert whole.exit_code == 0
+    out = str(tmp_path / "sharded")
+    early = runner.invoke(app, ["score", str(data), "-m", model, "-o", out, "--merge", "3", *common])
+    assert early.exit_code == 2 and "shard 1/3 is missing" in early.stderr
+    for part in (1, 2, 3):
+        r = runner.invoke(app, ["score", str(data), "-m", model, "-o", out, "--shard", f"{part}/3", *common])
+        assert r.exit_code == 0, r.stderr
+    merged = runner.invoke(app, ["score", str(data), "-m", model, "-o", out, "--merge", "3", *common])
+    assert merged.exit_code == 0, merged.stderr
+    from meca_cli.steps import read_scores
+
+    a = read_scores(tmp_path / "whole" / "scores.csv")
+    b = read_scores(tmp_path / "sharded" / "scores.csv")
+    assert torch.allclose(a["kl"], b["kl"], rtol=1e-4, atol=1e-7) and torch.equal(a["pred"], b["pred"])

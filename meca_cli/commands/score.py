@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from meca_cli.config import ScoreConfig
 from meca_cli.errors import cli_errors
@@ -17,6 +20,8 @@ def score(
     patch: Patch = ScoreConfig.patch,
     masks: Masks = ScoreConfig.masks,
     batch_size: BatchSize = ScoreConfig.batch_size,
+    shard: Annotated[str | None, typer.Option(help="Score only part i of n (e.g. 3/8) into OUT/shards/; for job arrays.")] = None,
+    merge: Annotated[int | None, typer.Option(min=1, help="Join the N finished shards in OUT/shards/ into OUT/scores.csv.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -30,6 +35,23 @@ def score(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
+    from meca_cli.errors import ConfigError
+
     cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, batch_size=batch_size, seed=seed)
-    result = steps.score(data, model, out, steps.Common(device, image_size, cache_dir, force), cfg)
+    common = steps.Common(device, image_size, cache_dir, force)
+    if merge is not None:
+        result = steps.merge_scores(data, model, out, common, cfg, merge)
+    elif shard is not None:
+        try:
+            part, parts = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard: expected i/n such as 3/8, got {shard!r}") from None
+        if not 1 <= part <= parts:
+            raise ConfigError(f"--shard {shard}: i must be between 1 and n")
+        result = steps.score(data, model, out, common, cfg, shard=(part, parts))
+        report_step(result, fmt, csv_file=result.out / "scores.csv",
+                    next_hint=f"when all {parts} shards are done: meca score ... --merge {parts}")
+        return
+    else:
+        result = steps.score(data, model, out, common, cfg)
     report_step(result, fmt, csv_file=out / "scores.csv", next_hint=f"meca partition {out / 'scores.csv'}")
