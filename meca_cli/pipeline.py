@@ -116,6 +116,7 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
         "samples": len(dataset),
         "classes": dataset.classes,
         "suspected": int(suspected.sum()),
+        "skipped_images": [{"path": p, "reason": r} for p, r in dataset.scan.skipped],
         "relabeled_changed": manifests["relabel"].get("changed"),
         "dataset_verdict": verdict,
         "final_model": str(run / "relabel" / "model.safetensors"),

@@ -38,6 +38,7 @@ class Common:
     image_size: int = 32
     cache_dir: Path | None = None
     force: bool = False
+    skip_bad: bool = False  # leave undecodable images out (counted in the summaries) instead of failing
 
 
 @dataclass
@@ -60,11 +61,11 @@ def open_data(data: Path, common: Common, min_classes: int = 2) -> ImageSet:
     """Decode (or reuse) an image folder; memoised so a chain of steps decodes it once."""
     from meca_cli.core.data import scan_folder
 
-    scan = scan_folder(data, min_classes)
-    key = (scan.fingerprint, str(Path(data).resolve()), common.image_size)
+    scan = scan_folder(data, min_classes, common.skip_bad)
+    key = (scan.fingerprint, str(Path(data).resolve()), common.image_size, common.skip_bad)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir, min_classes)
+        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir, min_classes, common.skip_bad)
     return _loaded[key]
 
 
@@ -84,7 +85,11 @@ def _run(step: Step, force: bool, work, device: str = "cpu") -> StepResult:
     if not force and step.up_to_date():
         info(f"{step.name}: up to date ({step.out}); use --force to recompute")
         return StepResult(step.name, step.out, True, 0.0, step.summary)
-    step.begin()
+    try:
+        step.begin()
+    except OSError as exc:
+        raise ArtifactError(f"{step.out}: cannot write the step's outputs ({exc.strerror})",
+                            hint="choose a writable --out directory") from None
     outputs, summary = work()
     seconds = time.monotonic() - started
     summary = {**summary, "seconds": round(seconds, 2)}
@@ -154,6 +159,7 @@ def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, dev
         state.unlink(missing_ok=True)
     last = history[-1] if history else {}
     return {"arch": arch, "samples": len(dataset) if indices is None else len(indices), "epochs": cfg.epochs,
+            "skipped_images": [f"{p}: {r}" for p, r in dataset.scan.skipped],
             "final_loss": last.get("loss"), "final_train_acc": last.get("train_acc")}
 
 

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import EnhanceConfig, ScoreConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
+from meca_cli.options import (SkipBad, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
 
 
@@ -33,6 +33,7 @@ def enhance(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Backdoor enhancement: rounds that learn the data minus a growing clean set and unlearn
@@ -43,7 +44,7 @@ def enhance(
     cfg = EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=lr,
                         epochs_per_round=epochs_per_round, batch_size=batch_size, seed=seed)
     score_cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, seed=seed)
-    result = steps.enhance(data, model, clean_seed, out, steps.Common(device, image_size, cache_dir, force), cfg,
+    result = steps.enhance(data, model, clean_seed, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg,
                            score_cfg)
     report_step(result, fmt, csv_file=out / "rounds.csv",
                 next_hint=f"meca split {data} --model {out / 'model.safetensors'}")

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import RelabelConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
+from meca_cli.options import SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
 
 
 @cli_errors
@@ -24,6 +24,7 @@ def relabel(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Give each suspected sample the clean model's predicted label, then fine-tune that model
@@ -33,6 +34,6 @@ def relabel(
 
     cfg = RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
                               seed=seed)
-    result = steps.relabel(data, model, suspected, out, steps.Common(device, image_size, cache_dir, force), cfg)
+    result = steps.relabel(data, model, suspected, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg)
     report_step(result, fmt, csv_file=out / "relabeled.csv",
                 next_hint=f"meca evaluate {out / 'model.safetensors'} TEST_DATA")

@@ -8,7 +8,7 @@ import typer
 from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -46,6 +46,7 @@ def sanitize(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Find the poisoned samples in DATA and train a clean model on it: every MeCa step, chained
@@ -63,7 +64,7 @@ def sanitize(
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size),
         verdict=VerdictConfig(concentration=concentration),
     ).with_seed(seed)
-    common = steps.Common(device, image_size, cache_dir, force)
+    common = steps.Common(device, image_size, cache_dir, force, skip_bad)
     result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)
     report = result.report
     if fmt is Format.json:

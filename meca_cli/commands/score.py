@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import ScoreConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
+from meca_cli.options import (SkipBad, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
 
 
@@ -27,6 +27,7 @@ def score(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Score every sample's robustness: KL between the model's output before and after a
@@ -38,7 +39,7 @@ def score(
     from meca_cli.errors import ConfigError
 
     cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, batch_size=batch_size, seed=seed)
-    common = steps.Common(device, image_size, cache_dir, force)
+    common = steps.Common(device, image_size, cache_dir, force, skip_bad)
     if merge is not None:
         result = steps.merge_scores(data, model, out, common, cfg, merge)
     elif shard is not None:

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import SplitConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
+from meca_cli.options import SkipBad, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
 
 
 @cli_errors
@@ -21,6 +21,7 @@ def split(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Split the data with the backdoor-enhanced model: samples it still labels as given are
@@ -28,7 +29,7 @@ def split(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
-    result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force),
+    result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force, skip_bad),
                          SplitConfig(max_suspected=max_suspected), scores=scores)
     report_step(result, fmt, csv_file=out / "split.csv",
                 next_hint=f"meca train {data} --indices {out / 'clean.idx'} --out meca-run/train-clean")

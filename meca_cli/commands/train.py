@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import TrainConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
+from meca_cli.options import (SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
                               Lr, Out, Seed, WeightDecay)
 
 
@@ -29,6 +29,7 @@ def train(
     image_size: ImageSize = 32,
     cache_dir: CacheDir = None,
     force: Force = False,
+    skip_bad: SkipBad = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Train a model on an image folder. Writes OUT/model.safetensors; resumes after a crash."""
@@ -37,6 +38,6 @@ def train(
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
                       seed=seed)
-    result = steps.train(data, out, steps.Common(device, image_size, cache_dir, force), cfg, arch,
+    result = steps.train(data, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg, arch,
                          indices=indices, labels=labels, init=init)
     report_step(result, fmt, next_hint=f"meca score {data} --model {out / 'model.safetensors'}")

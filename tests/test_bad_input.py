@@ -1,0 +1,127 @@
+"""Bad input: a one-line error naming the file (exit 2), or a counted skip with --skip-bad;
+never a half-written step."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from meca_cli.cli import app
+from tests.conftest import make_image_folder, snapshot
+
+
+def _train(runner, data, out, *extra):
+    return runner.invoke(app, ["train", str(data), "-o", str(out), "--epochs", "1", "--image-size", "16",
+                               "--batch-size", "8", "--format", "json", *extra])
+
+
+@pytest.mark.parametrize("content,name", [
+    (b"", "zero.png"),
+    (b"this is not an image", "text.jpg"),
+    (None, "truncated.jpg"),
+])
+def test_undecodable_file_names_the_file_or_is_skipped(runner, tmp_path, content, name):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=6)
+    bad = data / "class0" / name
+    if content is None:  # a real JPEG cut in half
+        Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "full.jpg", quality=95)
+        raw = (tmp_path / "full.jpg").read_bytes()
+        bad.write_bytes(raw[: len(raw) // 2])
+    else:
+        bad.write_bytes(content)
+    r = _train(runner, data, tmp_path / "out")
+    if content is None and r.exit_code == 0:
+        pytest.skip("this Pillow build decodes a half JPEG (it pads the missing part)")
+    assert r.exit_code == 2
+    assert name in r.stderr and "--skip-bad" in r.stderr
+    assert r.stdout == "" and not (tmp_path / "out" / "manifest.json").exists()
+    ok = _train(runner, data, tmp_path / "out2", "--skip-bad")
+    assert ok.exit_code == 0, ok.stderr
+    summary = json.loads(ok.stdout)["summary"]
+    assert summary["samples"] == 12 and len(summary["skipped_images"]) == 1 and name in summary["skipped_images"][0]
+
+
+def test_folder_layout_errors(runner, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _train(runner, empty, tmp_path / "o1")
+    assert r.exit_code == 2 and "found 0 class folder" in r.stderr
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=3)
+    (data / "class_empty").mkdir()
+    r = _train(runner, data, tmp_path / "o2")
+    assert r.exit_code == 2 and "class_empty" in r.stderr and "no images" in r.stderr
+
+
+def test_image_modes_sizes_and_names(runner, tmp_path):
+    data = tmp_path / "data"
+    (data / "a b").mkdir(parents=True)
+    (data / "ünï").mkdir()
+    Image.new("L", (20, 30), 90).save(data / "a b" / "grey img.png")
+    Image.new("RGBA", (64, 64), (1, 2, 3, 100)).save(data / "a b" / "-leading-dash.png")
+    Image.new("P", (10, 10)).save(data / "a b" / "palette.gif")
+    Image.new("I;16", (16, 16), 3000).save(data / "ünï" / "sixteen.png")
+    Image.new("CMYK", (40, 8), (0, 50, 100, 0)).save(data / "ünï" / "cmyk.jpg")
+    Image.new("RGB", (300, 7), (9, 9, 9)).save(data / "ünï" / "=formula.bmp")
+    before = snapshot(data)
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--rounds", "1",
+                            "--finetune-epochs", "1", "--image-size", "16", "--batch-size", "4"])
+    assert r.exit_code == 0, r.stderr
+    verdicts = (tmp_path / "run" / "verdicts.csv").read_text(encoding="utf-8")
+    assert "ünï/=formula.bmp" in verdicts  # unicode and '=' in names survive, and no cell starts a formula
+    assert all(not line.split(",")[1].startswith(("=", "+", "-", "@")) for line in verdicts.splitlines()[1:])
+    assert snapshot(data) == before
+
+
+def test_decompression_bomb_is_refused(runner, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=3)
+    Image.new("RGB", (200, 200)).save(data / "class1" / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 200x200 now counts as a bomb
+    r = _train(runner, data, tmp_path / "o")
+    assert r.exit_code == 2 and "bomb.png" in r.stderr and "Decompression" in r.stderr
+
+
+def test_symlinks_outside_the_folder_and_loops(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=4)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    os.symlink(outside, data / "class0" / "link.png")
+    r = _train(runner, data, tmp_path / "o")
+    assert r.exit_code == 2 and "link.png" in r.stderr and "outside" in r.stderr
+    loop_a, loop_b = data / "class1" / "a.png", data / "class1" / "b.png"
+    os.symlink(loop_b, loop_a)
+    os.symlink(loop_a, loop_b)
+    os.symlink(data, data / "class1" / "dirloop")  # a directory loop is not followed
+    ok = _train(runner, data, tmp_path / "o2", "--skip-bad")
+    assert ok.exit_code == 0, ok.stderr
+    skipped = json.loads(ok.stdout)["summary"]["skipped_images"]
+    assert len(skipped) == 3 and json.loads(ok.stdout)["summary"]["samples"] == 8
+
+
+def test_unwritable_output_and_bad_artifacts(runner, tmp_path, tiny_folder):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _train(runner, tiny_folder, blocker / "out")
+    assert r.exit_code == 2 and "cannot write" in r.stderr
+    bad_idx = tmp_path / "bad.idx"
+    bad_idx.write_text("0\n1\n999\n")
+    r = _train(runner, tiny_folder, tmp_path / "o", "--indices", str(bad_idx))
+    assert r.exit_code == 2 and "bad.idx:3" in r.stderr
+    scores = tmp_path / "scores.csv"
+    scores.write_text("index,path,label,kl,pred,loss,conf\n0,a,0,notanumber,0,0,0\n")
+    r = runner.invoke(app, ["partition", str(scores), "-o", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "scores.csv:2" in r.stderr
+    assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_checkpoint_for_other_classes_is_refused(runner, tmp_path, tiny_folder):
+    other = tmp_path / "other"
+    make_image_folder(other, classes=2, per_class=4)
+    assert _train(runner, other, tmp_path / "m").exit_code == 0
+    r = runner.invoke(app, ["score", str(tiny_folder), "-m", str(tmp_path / "m" / "model.safetensors"),
+                            "-o", str(tmp_path / "s"), "--image-size", "16"])
+    assert r.exit_code == 2 and "do not match" in r.stderr
