@@ -40,7 +40,7 @@ def main(
     set_quiet(quiet)
 
 
-COMMANDS = ("sanitize", "train", "score", "partition", "enhance", "split", "relabel", "predict", "evaluate", "poison", "bench", "demo")
+COMMANDS = ("sanitize", "train", "score", "partition", "enhance", "split", "relabel", "predict", "evaluate", "poison", "bench", "report", "demo")
 
 
 def _register() -> None:

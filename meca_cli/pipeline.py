@@ -91,6 +91,9 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
         result.steps.append(runner(i))
     if hi == len(STEPS) - 1:
         result.report = write_report(data, run, common, cfg, result.steps)
+        from meca_cli.report import build_report
+
+        info(f"report: {build_report(run, data, common)}")
         if export is not None:
             export_folder(data, run, export, export_mode)
     return result
