@@ -118,8 +118,8 @@ def _load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
     return model, meta
 
 
-def read_label_table(path: Path, n: int) -> torch.Tensor | None:
-    """A relabel CSV (index, new_label) as a full label vector override, or None."""
+def read_label_table(path: Path, n: int, num_classes: int) -> torch.Tensor:
+    """A relabel CSV (index, new_label) as a full label vector override."""
     rows = read_csv(path, ("index", "new_label"))
     if len(rows) != n:
         raise ArtifactError(f"{path}: holds {len(rows)} rows, the folder {n} samples",
@@ -130,6 +130,8 @@ def read_label_table(path: Path, n: int) -> torch.Tensor | None:
         if not 0 <= i < n:
             raise ArtifactError(f"{path}:{lineno}: index {i} out of range for {n} samples")
         labels[i] = parse_int(row, "new_label", path, lineno)
+        if not 0 <= labels[i] < num_classes:
+            raise ArtifactError(f"{path}:{lineno}: label {int(labels[i])} is not a class index (0..{num_classes - 1})")
     return labels
 
 
@@ -181,7 +183,7 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
     device = _device(common)
 
     def work():
-        label_vec = read_label_table(labels, len(dataset)) if labels is not None else dataset.labels
+        label_vec = read_label_table(labels, len(dataset), len(dataset.classes)) if labels is not None else dataset.labels
         idx = torch.tensor(index_list) if index_list is not None else None
         summary = _fit_and_save(dataset, Path(out), arch, cfg, device, label_vec, idx, init, step.fingerprint, name)
         return ["model.safetensors"], summary

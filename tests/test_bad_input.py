@@ -125,3 +125,10 @@ def test_checkpoint_for_other_classes_is_refused(runner, tmp_path, tiny_folder):
     r = runner.invoke(app, ["score", str(tiny_folder), "-m", str(tmp_path / "m" / "model.safetensors"),
                             "-o", str(tmp_path / "s"), "--image-size", "16"])
     assert r.exit_code == 2 and "do not match" in r.stderr
+
+
+def test_relabel_table_with_unknown_class_is_refused(runner, tmp_path, tiny_folder):
+    table = tmp_path / "relabeled.csv"
+    table.write_text("index,new_label\n" + "".join(f"{i},{7 if i == 5 else 0}\n" for i in range(60)))
+    r = _train(runner, tiny_folder, tmp_path / "o", "--labels", str(table))
+    assert r.exit_code == 2 and "relabeled.csv:7" in r.stderr and "not a class index" in r.stderr
