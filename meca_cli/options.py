@@ -31,7 +31,9 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Result format
 
 # Training recipe.
 Arch = Annotated[str, typer.Option(help="smallcnn (fast, CPU), resnet18, resnet34 or mobilenetv2.")]
-Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs (more on small folders: see --min-steps).")]
+MinSteps = Annotated[int, typer.Option(min=0, help="Train at least this many optimizer steps, adding epochs on small folders.",
+                                       envvar="MECA_MIN_STEPS")]
 Lr = Annotated[float, typer.Option(min=0, help="Peak learning rate (SGD, Nesterov momentum).")]
 WeightDecay = Annotated[float, typer.Option(min=0, help="Weight decay.")]
 

@@ -60,7 +60,8 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
     lo, hi = _select(start, until)
     result = SanitizeResult(run)
     d = {name: run / name for name in STEPS}
-    poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)))
+    poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)),
+                           min_steps=round(cfg.train.min_steps * cfg.poisoned_epochs))
 
     def runner(i: int):
         force = common.force or (start is not None and i >= lo)

@@ -426,7 +426,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
         summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum())}
         if cfg.finetune_epochs > 0:
-            ft = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
+            ft = TrainConfig(epochs=cfg.finetune_epochs, min_steps=0, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
                              seed=cfg.seed + 17)
             summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new, None,
                                                 Path(clean_model), step.fingerprint, "relabel")

@@ -19,6 +19,7 @@ def _isolated(tmp_path_factory, monkeypatch):
     # Each test gets its own decode cache and runs single-threaded on CPU.
     monkeypatch.setenv("MECA_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("MECA_DEVICE", "cpu")
+    monkeypatch.setenv("MECA_MIN_STEPS", "0")  # tiny folders: exactly the epochs a test asks for
     torch.set_num_threads(1)
 
 

@@ -17,7 +17,7 @@ def _train(epochs, state=None, tag="t"):
     images, labels = _data()
     torch.manual_seed(0)
     model = build_model("smallcnn", 3, 16)
-    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, seed=3)
+    cfg = TrainConfig(epochs=epochs, min_steps=0, batch_size=16, lr=0.05, seed=3)
     return fit(model, images, labels, cfg, torch.device("cpu"), state_path=state, state_tag=tag)
 
 
@@ -28,7 +28,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     images, labels = _data()
     torch.manual_seed(0)
     model = build_model("smallcnn", 3, 16)
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, seed=3)
+    cfg = TrainConfig(epochs=4, min_steps=0, batch_size=16, lr=0.05, seed=3)
     calls = []
 
     class Stop(Exception):
@@ -106,3 +106,11 @@ def test_unlearning_loss_modes():
     uniform = unlearning_loss(logits, ce, w, "uniform", ceiling=math.log(10))
     assert torch.allclose(uniform[1], torch.tensor(0.5 * math.log(3)))  # already uniform: the minimum
     assert uniform[2] > uniform[1]  # a confident sample is pushed towards uniform
+
+
+def test_small_folders_get_more_epochs():
+    from meca_cli.core.train import effective_epochs
+
+    assert effective_epochs(TrainConfig(epochs=20, min_steps=600), steps_per_epoch=79) == 20
+    assert effective_epochs(TrainConfig(epochs=20, min_steps=600), steps_per_epoch=16) == 38
+    assert effective_epochs(TrainConfig(epochs=3, min_steps=0), steps_per_epoch=1) == 3

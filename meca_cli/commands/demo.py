@@ -19,6 +19,7 @@ def demo(
     rate: Annotated[float, typer.Option(min=0, max=1, help="Poisoned fraction.")] = 0.05,
     target: Annotated[int, typer.Option(min=0, help="Target class index.")] = 1,
     per_class: Annotated[int | None, typer.Option(min=1, help="Train on a class-balanced subset of this many images per class.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also train with no defence, to show the attack works.")] = False,
     arch: Arch = "smallcnn",
     epochs: Epochs = TrainConfig.epochs,
     seed: Seed = 0,
@@ -45,7 +46,7 @@ def demo(
     cfg = SanitizeConfig(arch=arch, train=TrainConfig(epochs=epochs)).with_seed(seed)
     common = steps.Common(device=device, cache_dir=cache_dir)
     exp = Experiment(train_src, test_src, out, attack=attack, rate=rate, target=target, per_class=per_class,
-                     seed=seed)
+                     seed=seed, no_defence=baseline)
     result = run_experiment(exp, cfg, common)
     if fmt is Format.json:
         emit_json(result)

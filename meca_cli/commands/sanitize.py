@@ -8,7 +8,7 @@ import typer
 from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -21,6 +21,7 @@ def sanitize(
     arch: Arch = SanitizeConfig.arch,
     epochs: Epochs = TrainConfig.epochs,
     poisoned_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 1 trains this fraction of --epochs.")] = SanitizeConfig.poisoned_epochs,
+    min_steps: MinSteps = TrainConfig.min_steps,
     batch_size: BatchSize = TrainConfig.batch_size,
     lr: Lr = TrainConfig.lr,
     eps: Eps = ScoreConfig.eps,
@@ -56,7 +57,7 @@ def sanitize(
     from meca_cli.pipeline import sanitize as run_pipeline
 
     cfg = SanitizeConfig(
-        arch=arch, train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
+        arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
         enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr,
                               batch_size=batch_size),

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import TrainConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
+from meca_cli.options import (MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
                               Lr, Out, Seed, WeightDecay)
 
 
@@ -17,6 +17,7 @@ def train(
     out: Out = Path("meca-run/train"),
     arch: Arch = "smallcnn",
     epochs: Epochs = TrainConfig.epochs,
+    min_steps: MinSteps = TrainConfig.min_steps,
     batch_size: BatchSize = TrainConfig.batch_size,
     lr: Lr = TrainConfig.lr,
     weight_decay: WeightDecay = TrainConfig.weight_decay,
@@ -36,7 +37,7 @@ def train(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
+    cfg = TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
                       seed=seed)
     result = steps.train(data, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg, arch,
                          indices=indices, labels=labels, init=init)

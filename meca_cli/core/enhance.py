@@ -36,7 +36,8 @@ def enhance_round(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     """One round: weights +1 on D minus D_c, -lambda on D_c."""
     weights = torch.ones(len(images))
     weights[clean_set] = -cfg.lam
-    train_cfg = TrainConfig(epochs=cfg.epochs_per_round, batch_size=cfg.batch_size, lr=cfg.lr, schedule="constant",
+    train_cfg = TrainConfig(epochs=cfg.epochs_per_round, min_steps=0, batch_size=cfg.batch_size, lr=cfg.lr,
+                            schedule="constant",
                             seed=cfg.seed + 7919 * (round_index + 1))
     return fit(model, images, labels, train_cfg, device, sample_weights=weights, ascent_ceiling=cfg.ceiling,
                unlearn=cfg.unlearn)

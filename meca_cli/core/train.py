@@ -50,6 +50,11 @@ def unlearning_loss(logits: torch.Tensor, per_sample: torch.Tensor, w: torch.Ten
     return learn + torch.where(active, w * per_sample, torch.zeros_like(per_sample))
 
 
+def effective_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """cfg.epochs, or more when that many epochs would take fewer than cfg.min_steps steps."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -134,10 +139,11 @@ def fit(
     rank, world = dist.rank(), dist.world_size()
     per_rank = len(pool) // world  # equal shards keep DDP's collective calls in step
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
-    total = steps_per_epoch * cfg.epochs
+    epochs = effective_epochs(cfg, steps_per_epoch)
+    total = steps_per_epoch * epochs
     with progress("train", total) as bar:
         bar.advance(steps_per_epoch * start)
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(start, epochs):
             gen = epoch_generator(cfg.seed, epoch)
             order = pool[torch.randperm(len(pool), generator=gen)][rank * per_rank:(rank + 1) * per_rank]
             train_model.train()
@@ -163,7 +169,7 @@ def fit(
                 sums["loss"] += float(loss.detach()) * len(idx)
                 sums["correct"] += int((logits.argmax(1) == y).sum())
                 sums["seen"] += len(idx)
-                bar.advance(note=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / sums['seen']:.3f}")
+                bar.advance(note=f"epoch {epoch + 1}/{epochs} loss {sums['loss'] / sums['seen']:.3f}")
             if state_path is not None and dist.is_primary():
                 save_state(state_path, model, opt, epoch + 1, state_tag)
             if on_epoch is not None:
