@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import TrainConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import Arch, CacheDir, Device, Epochs, Format, FormatOpt, Seed
+from meca_cli.options import Arch, MinSteps, CacheDir, Device, Epochs, Format, FormatOpt, Seed
 
 
 @cli_errors
@@ -22,6 +22,7 @@ def demo(
     baseline: Annotated[bool, typer.Option(help="Also train with no defence, to show the attack works.")] = False,
     arch: Arch = "smallcnn",
     epochs: Epochs = TrainConfig.epochs,
+    min_steps: MinSteps = TrainConfig.min_steps,
     seed: Seed = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -43,7 +44,7 @@ def demo(
         if not train_src.is_dir() or not test_src.is_dir():
             raise DataError(f"{data}: expected train/ and test/ image folders inside",
                             hint="lay it out as DATA/train/<class>/<image> and DATA/test/<class>/<image>")
-    cfg = SanitizeConfig(arch=arch, train=TrainConfig(epochs=epochs)).with_seed(seed)
+    cfg = SanitizeConfig(arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps)).with_seed(seed)
     common = steps.Common(device=device, cache_dir=cache_dir)
     exp = Experiment(train_src, test_src, out, attack=attack, rate=rate, target=target, per_class=per_class,
                      seed=seed, no_defence=baseline)
