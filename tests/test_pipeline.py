@@ -135,3 +135,32 @@ def test_sharded_scoring_merges_to_the_whole(runner, tmp_path):
     a = read_scores(tmp_path / "whole" / "scores.csv")
     b = read_scores(tmp_path / "sharded" / "scores.csv")
     assert torch.allclose(a["kl"], b["kl"], rtol=1e-4, atol=1e-7) and torch.equal(a["pred"], b["pred"])
+
+
+def test_export_and_predict(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=10, poison=3)
+    run = tmp_path / "run"
+    export = tmp_path / "sanitized"
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--export", str(export), *FAST])
+    assert r.exit_code == 0, r.stderr
+    exported = sorted(p.relative_to(export).as_posix() for p in export.rglob("*.png"))
+    assert len(exported) == 33  # every sample, suspects filed under their new label
+    rows = (run / "verdicts.csv").read_text().splitlines()[1:]
+    classes = ["class0", "class1", "class2"]
+    for row in rows:
+        index, new_label = int(row.split(",")[0]), int(row.split(",")[-1])
+        assert f"{classes[new_label]}/{index:07d}.png" in exported
+    # An existing, non-empty export target is refused, and the clean mode writes the clean split only.
+    again = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--export", str(export), *FAST])
+    assert again.exit_code == 2 and "not empty" in again.stderr
+    clean_only = tmp_path / "clean-only"
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--export", str(clean_only),
+                            "--export-mode", "clean", *FAST])
+    assert r.exit_code == 0
+    assert len(list(clean_only.rglob("*.png"))) == sum(1 for row in rows if ",clean," in row)
+    # predict: one CSV row per image on stdout.
+    r = runner.invoke(app, ["predict", str(run / "relabel" / "model.safetensors"), str(data), "--image-size", "16"])
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0] == "index,path,label,pred,pred_class,conf" and len(lines) == 34

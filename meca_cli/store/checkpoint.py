@@ -19,6 +19,8 @@ from meca_cli.store.artifacts import atomic_path
 
 FORMAT = "meca-checkpoint-1"
 
+from meca_cli.core.models import MEAN, STD  # noqa: E402  (torch is imported above anyway)
+
 
 @dataclass
 class ModelMeta:
@@ -36,6 +38,8 @@ class ModelMeta:
             "meca.classes": json.dumps(self.classes),
             "meca.image_size": str(self.image_size),
             "meca.step": self.step,
+            # Inputs are images in [0, 1]; the model's first layer normalises with these.
+            "meca.normalize": json.dumps({"mean": list(MEAN), "std": list(STD)}),
             "meca.config": json.dumps(self.config or {}, sort_keys=True),
         }
 
