@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from meca_cli import poisoning, steps
 from meca_cli.console import info

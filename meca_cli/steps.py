@@ -431,7 +431,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
             summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new, None,
                                                 Path(clean_model), step.fingerprint, "relabel")
         else:
-            from meca_cli.store.checkpoint import save_model, ModelMeta
+            from meca_cli.store.checkpoint import save_model
 
             save_model(Path(out) / "model.safetensors", net, meta)
         return ["relabeled.csv", "model.safetensors"], summary

@@ -1,6 +1,5 @@
 """The command-line contract: help everywhere, clean stdout, exit codes."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path

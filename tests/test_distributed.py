@@ -1,7 +1,6 @@
 """torchrun with 2 CPU processes (gloo): scoring shards by rank and merges to the same table."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
