@@ -54,3 +54,23 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, step):
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key] == b[key]).all(), key
+
+
+def test_sigint_stops_cleanly_with_130_and_resumes(tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "t"
+    args = ["train", str(data), "-o", str(out), "--epochs", "40", "--image-size", "16", "--batch-size", "8",
+            "--device", "cpu"]
+    proc = subprocess.Popen(_meca(*args, env=env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train_state.safetensors").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and stdout == ""
+    assert (out / "train_state.safetensors").exists() and not (out / "manifest.json").exists()
+    done = subprocess.run(_meca(*args, env=env), env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and (out / "manifest.json").exists()
