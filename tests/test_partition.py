@@ -57,3 +57,16 @@ def test_split_by_confidence():
     labels = torch.tensor([0, 1, 0])
     assert split_by_agreement(probs, labels, rule="confidence", min_confidence=0.45).tolist() == [True, True, True]
     assert split_by_agreement(probs, labels, rule="confidence", min_confidence=0.6).tolist() == [False, True, False]
+
+
+@given(st.integers(2, 60), st.integers(2, 6), st.floats(0.05, 1.0), st.integers(0, 1000))
+@settings(max_examples=60, deadline=None)
+def test_split_is_a_capped_subset_of_agreement(n, classes, cap, seed):
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.rand(n, classes, generator=gen).softmax(1)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    suspected = split_by_agreement(probs, labels, max_suspected=cap)
+    agreeing = probs.argmax(1) == labels
+    assert not (suspected & ~agreeing).any()  # only samples the enhanced model agrees with
+    assert int(suspected.sum()) == min(int(agreeing.sum()), int(cap * n))
+    assert torch.equal(suspected, split_by_agreement(probs, labels, max_suspected=cap))  # deterministic
