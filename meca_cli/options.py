@@ -37,6 +37,10 @@ MinSteps = Annotated[int, typer.Option(min=0, help="Train at least this many opt
 Lr = Annotated[float, typer.Option(min=0, help="Peak learning rate (SGD, Nesterov momentum).")]
 WeightDecay = Annotated[float, typer.Option(min=0, help="Weight decay.")]
 
+Unlearn = Annotated[str, typer.Option(help="Enhancement unlearning: ascent (the paper's -lambda*CE) or uniform (towards the uniform prediction).")]
+SplitRule = Annotated[str, typer.Option(help="Split rule: agreement (argmax == label) or confidence (p(label) >= --min-confidence).")]
+MinConfidence = Annotated[float, typer.Option(min=0, max=1, help="Split rule 'confidence': the threshold.")]
+
 # The score.
 Eps = Annotated[float, typer.Option(min=0, help="FGSM step of the score, in pixel units [0,1].")]
 Patch = Annotated[int, typer.Option(min=1, help="Side of the random square the perturbation is confined to.")]

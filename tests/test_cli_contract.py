@@ -81,3 +81,10 @@ def test_internal_error_exits_3(tmp_path):
     assert proc.returncode == 3
     assert "internal error" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_choice_options_are_checked(runner, tiny_folder, tmp_path):
+    r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(tmp_path / "r"), "--unlearn", "sideways"])
+    assert r.exit_code == 2 and "ascent or uniform" in r.output
+    r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(tmp_path / "r"), "--split-rule", "vibes"])
+    assert r.exit_code == 2 and "agreement or confidence" in r.output

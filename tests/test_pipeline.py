@@ -9,6 +9,7 @@ from meca_cli.pipeline import STEPS
 from tests.conftest import make_image_folder, snapshot
 
 FAST = ["--epochs", "3", "--rounds", "2", "--finetune-epochs", "1", "--image-size", "16", "--batch-size", "16"]
+UNIFORM = ["--unlearn", "uniform", "--split-rule", "confidence", "--min-confidence", "0.4"]
 
 
 def test_sanitize_end_to_end(runner, tmp_path):
@@ -164,3 +165,14 @@ def test_export_and_predict(runner, tmp_path):
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
     assert lines[0] == "index,path,label,pred,pred_class,conf" and len(lines) == 34
+
+
+def test_uniform_unlearning_with_confidence_split(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=10, poison=3)
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "run"), "--format", "json", *FAST, *UNIFORM])
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "run" / "enhance" / "manifest.json").read_text())
+    assert manifest["params"]["unlearn"] == "uniform"
+    split = json.loads((tmp_path / "run" / "split" / "manifest.json").read_text())
+    assert split["params"]["rule"] == "confidence" and split["params"]["min_confidence"] == 0.4

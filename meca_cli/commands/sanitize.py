@@ -8,7 +8,7 @@ import typer
 from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (MinConfidence, SplitRule, Unlearn, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -32,6 +32,9 @@ def sanitize(
     rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = EnhanceConfig.rho_max,
     lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
     ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
+    unlearn: Unlearn = EnhanceConfig.unlearn,
+    split_rule: SplitRule = SplitConfig.rule,
+    min_confidence: MinConfidence = SplitConfig.min_confidence,
     enhance_lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = EnhanceConfig.lr,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = RelabelConfig.finetune_epochs,
     finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = RelabelConfig.finetune_lr,
@@ -52,6 +55,10 @@ def sanitize(
 ) -> None:
     """Find the poisoned samples in DATA and train a clean model on it: every MeCa step, chained
     and resumable. Writes OUT/<step>/..., OUT/verdicts.csv and OUT/report.json."""
+    if unlearn not in ("ascent", "uniform"):
+        raise typer.BadParameter("choose ascent or uniform", param_hint="--unlearn")
+    if split_rule not in ("agreement", "confidence"):
+        raise typer.BadParameter("choose agreement or confidence", param_hint="--split-rule")
     from meca_cli import steps
     from meca_cli.console import emit_json, emit_table, info
     from meca_cli.pipeline import sanitize as run_pipeline
@@ -59,9 +66,9 @@ def sanitize(
     cfg = SanitizeConfig(
         arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
-        enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr,
+        enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr, unlearn=unlearn,
                               batch_size=batch_size),
-        split=SplitConfig(max_suspected=max_suspected),
+        split=SplitConfig(rule=split_rule, min_confidence=min_confidence, max_suspected=max_suspected),
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size),
         verdict=VerdictConfig(concentration=concentration),
     ).with_seed(seed)
