@@ -17,6 +17,8 @@ clean accuracy on the full CIFAR-10 test split; ASR counts triggered test images
 true class is not the target (TaCT: the source class only). Recall and FPR count poison
 samples as positives (cover samples as negatives); AUROC is that of the KL score.
 Where a run has more than one seed, cells show the mean and, after `±`, half the range.
+"sanitize min" is wall time on the 2-core CPU machine, which other jobs may have shared
+during the run (per-step seconds are in the JSON).
 """
 
 
