@@ -65,7 +65,8 @@ def open_data(data: Path, common: Common, min_classes: int = 2) -> ImageSet:
     key = (scan.fingerprint, str(Path(data).resolve()), common.image_size, common.skip_bad)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir, min_classes, common.skip_bad)
+        _loaded[key] = load_images(Path(data), common.image_size, common.cache_dir, min_classes, common.skip_bad,
+                                   scan=scan)
     return _loaded[key]
 
 

@@ -144,7 +144,7 @@ def default_cache_dir() -> Path:
 
 
 def load_images(root: Path, image_size: int = 32, cache_dir: Path | None = None, min_classes: int = 2,
-                skip_bad: bool = False) -> ImageSet:
+                skip_bad: bool = False, scan: FolderScan | None = None) -> ImageSet:
     """Scan and decode a folder, reusing the decode cache when the folder is unchanged.
 
     An undecodable image is an error naming the file; with skip_bad it is left out and
@@ -153,7 +153,7 @@ def load_images(root: Path, image_size: int = 32, cache_dir: Path | None = None,
     from meca_cli.console import progress
     from meca_cli.store.checkpoint import load_tensors, save_tensors
 
-    scan = scan_folder(root, min_classes, skip_bad)
+    scan = scan if scan is not None else scan_folder(root, min_classes, skip_bad)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(f"{scan.fingerprint}|{image_size}|{skip_bad}|{CACHE_VERSION}".encode()).hexdigest()[:32]
     cache_path = cache_dir / f"images-{key}.safetensors"
