@@ -63,7 +63,8 @@ def demo(
         ("false-positive rate", pct(det["fpr"])),
         ("AUROC of the KL score", f"{det['auroc']:.3f}"),
         ("dataset verdict", result["dataset_verdict"]["verdict"]),
-        ("no defence: accuracy / ASR", f"{pct(nd.get('accuracy'))} / {pct(nd.get('asr'))}"),
+        ("no defence: accuracy / ASR", f"{pct(nd.get('accuracy'))} / {pct(nd.get('asr'))}" if nd
+         else "not run (add --baseline)"),
         ("MeCa clean model: accuracy / ASR", f"{pct(clean_m.get('accuracy'))} / {pct(clean_m.get('asr'))}"),
         ("MeCa final model: accuracy / ASR", f"{pct(final_m.get('accuracy'))} / {pct(final_m.get('asr'))}"),
         ("sanitize seconds", result["seconds"]["sanitize_total"]),
