@@ -62,22 +62,21 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
     poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)),
                            min_steps=round(cfg.train.min_steps * cfg.poisoned_epochs))
 
-    def runner(i: int):
-        force = common.force or (start is not None and i >= lo)
-        c = replace(common, force=force)
-        return [
-            lambda: steps.train(data, d["train-poisoned"], c, poisoned_cfg, cfg.arch, name="train-poisoned"),
-            lambda: steps.score(data, d["train-poisoned"] / "model.safetensors", d["score"], c, cfg.score),
-            lambda: steps.partition(d["score"] / "scores.csv", d["partition"], cfg.rho0, force=force),
-            lambda: steps.enhance(data, d["train-poisoned"] / "model.safetensors",
-                                  d["partition"] / "clean_seed.idx", d["enhance"], c, cfg.enhance, cfg.score),
-            lambda: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c, cfg.split,
-                                scores=d["score"] / "scores.csv"),
-            lambda: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch, indices=d["split"] / "clean.idx",
-                                name="train-clean"),
-            lambda: steps.relabel(data, d["train-clean"] / "model.safetensors", d["split"] / "suspected.idx",
-                                  d["relabel"], c, cfg.relabel),
-        ][i]()
+    # Each step reads the previous steps' artifacts by their fixed names in the run directory.
+    actions = {
+        "train-poisoned": lambda c: steps.train(data, d["train-poisoned"], c, poisoned_cfg, cfg.arch,
+                                                name="train-poisoned"),
+        "score": lambda c: steps.score(data, d["train-poisoned"] / "model.safetensors", d["score"], c, cfg.score),
+        "partition": lambda c: steps.partition(d["score"] / "scores.csv", d["partition"], cfg.rho0, force=c.force),
+        "enhance": lambda c: steps.enhance(data, d["train-poisoned"] / "model.safetensors",
+                                           d["partition"] / "clean_seed.idx", d["enhance"], c, cfg.enhance, cfg.score),
+        "split": lambda c: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c, cfg.split,
+                                       scores=d["score"] / "scores.csv"),
+        "train-clean": lambda c: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch,
+                                             indices=d["split"] / "clean.idx", name="train-clean"),
+        "relabel": lambda c: steps.relabel(data, d["train-clean"] / "model.safetensors", d["split"] / "suspected.idx",
+                                           d["relabel"], c, cfg.relabel),
+    }
 
     for i, name in enumerate(STEPS):
         if i > hi:
@@ -88,7 +87,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
                                   hint=f"run without --from first, or --from {name}")
             continue
         info(f"[{i + 1}/{len(STEPS)}] {name}")
-        result.steps.append(runner(i))
+        result.steps.append(actions[name](replace(common, force=common.force or start is not None)))
     if hi == len(STEPS) - 1:
         result.report = write_report(data, run, common, cfg, result.steps)
         from meca_cli.report import build_report
