@@ -68,7 +68,7 @@ def prepare_data(exp: Experiment, common: steps.Common) -> tuple[Path, Path | No
 
 
 def _evaluate(checkpoint: Path, exp: Experiment, trig_dir: Path | None, common: steps.Common) -> dict:
-    device = steps._device(common)
+    device = steps.device_of(common)
     model, meta = load_model(checkpoint, device)
     clean = steps.open_data(exp.test_src, common)
     trig = steps.open_data(trig_dir, common, min_classes=1) if trig_dir is not None else None

@@ -100,13 +100,14 @@ def _run(step: Step, force: bool, work, device: str = "cpu") -> StepResult:
     return StepResult(step.name, step.out, False, seconds, summary)
 
 
-def _device(common: Common) -> torch.device:
+def device_of(common: Common) -> torch.device:
     from meca_cli.core.device import resolve_device
 
     return resolve_device(common.device)
 
 
-def _load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
+def load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
+    """A checkpoint checked against the folder it will be used on (classes, image size)."""
     from meca_cli.store.checkpoint import load_model
 
     model, meta = load_model(Path(path), device)
@@ -147,7 +148,7 @@ def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, dev
     from meca_cli.store.checkpoint import ModelMeta, save_model
 
     if init is not None:
-        model, meta = _load_checkpoint(init, dataset, device)
+        model, meta = load_checkpoint(init, dataset, device)
         arch = meta.arch
     else:
         torch.manual_seed(cfg.seed)
@@ -181,7 +182,7 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
     step = Step(name, Path(out), {"data": dataset.scan.fingerprint, "indices": sha_of(index_list),
                                   "labels": file_input(labels), "init": file_input(init)},
                 {"arch": arch, "image_size": common.image_size, **cfg.to_dict()})
-    device = _device(common)
+    device = device_of(common)
 
     def work():
         label_vec = read_label_table(labels, len(dataset), len(dataset.classes)) if labels is not None else dataset.labels
@@ -219,10 +220,10 @@ def score(data: Path, model: Path, out: Path, common: Common, cfg: ScoreConfig,
         out = Path(out) / "shards" / f"{part}-of-{parts}"
         params = {**params, "shard": f"{part}/{parts}"}
     step = Step("score", Path(out), inputs, params)
-    device = _device(common)
+    device = device_of(common)
 
     def work():
-        net, _ = _load_checkpoint(model, dataset, device)
+        net, _ = load_checkpoint(model, dataset, device)
         if shard is not None:
             start, stop = dist.shard_range(len(dataset), shard[0] - 1, shard[1])
             s = kl_scores(net, dataset.images, dataset.labels, cfg, device, start, stop)
@@ -340,10 +341,10 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
     step = Step("enhance", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
                                        "clean_seed": file_input(clean_seed)},
                 {"image_size": common.image_size, **cfg.to_dict(), "score": score_cfg.to_dict()})
-    device = _device(common)
+    device = device_of(common)
 
     def work():
-        net, meta = _load_checkpoint(model, dataset, device)
+        net, meta = load_checkpoint(model, dataset, device)
         seed_clean = torch.tensor(read_index_list(clean_seed, limit=len(dataset)), dtype=torch.int64)
         if len(seed_clean) == 0:
             raise ArtifactError(f"{clean_seed}: the seed clean set is empty", hint="re-run 'meca partition'")
@@ -374,10 +375,10 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
     dataset = open_data(data, common)
     step = Step("split", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
                                      "scores": file_input(scores)}, {"image_size": common.image_size, **cfg.to_dict()})
-    device = _device(common)
+    device = device_of(common)
 
     def work():
-        net, _ = _load_checkpoint(model, dataset, device)
+        net, _ = load_checkpoint(model, dataset, device)
         probs = predict_logits(net, dataset.images, device).softmax(1)
         pred = probs.argmax(1)
         conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
@@ -417,10 +418,10 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
     step = Step("relabel", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(clean_model),
                                        "suspected": file_input(suspected)},
                 {"image_size": common.image_size, **cfg.to_dict()})
-    device = _device(common)
+    device = device_of(common)
 
     def work():
-        net, meta = _load_checkpoint(clean_model, dataset, device)
+        net, meta = load_checkpoint(clean_model, dataset, device)
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new = relabel_labels(net, dataset.images, dataset.labels, sus, device)
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,

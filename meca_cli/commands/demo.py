@@ -74,6 +74,8 @@ def demo(
 
 def _digits(root: Path, seed: int) -> tuple[Path, Path]:
     """Write scikit-learn's digits as clean train/ and test/ folders once."""
+    import shutil
+
     from meca_cli.datasets import digits_tensors, split_train_test, write_folder
 
     train, test = root / "train", root / "test"
@@ -82,8 +84,6 @@ def _digits(root: Path, seed: int) -> tuple[Path, Path]:
         tr, te = split_train_test(labels, 0.25, seed)
         for folder, idx in ((train, tr), (test, te)):
             partial = folder.with_name(folder.name + ".partial")
-            import shutil
-
             shutil.rmtree(partial, ignore_errors=True)
             write_folder(partial, images[idx], labels[idx], classes)
             partial.rename(folder)

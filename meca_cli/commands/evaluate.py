@@ -36,7 +36,7 @@ def evaluate(
         if data is None and triggered is None:
             raise ConfigError("a model needs a clean test folder and/or --triggered")
         common = steps.Common(device, image_size, cache_dir)
-        dev = steps._device(common)
+        dev = steps.device_of(common)
         clean = steps.open_data(data, common) if data is not None else None
         trig = steps.open_data(triggered, common, min_classes=1) if triggered is not None else None
         card = evaluation.read_attack_card(triggered) if triggered is not None else None

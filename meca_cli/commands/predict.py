@@ -26,8 +26,8 @@ def predict(
 
     common = steps.Common(device, image_size, cache_dir)
     dataset = steps.open_data(data, common)
-    dev = steps._device(common)
-    net, meta = steps._load_checkpoint(model, dataset, dev)
+    dev = steps.device_of(common)
+    net, meta = steps.load_checkpoint(model, dataset, dev)
     probs = predict_logits(net, dataset.images, dev).softmax(1)
     conf, pred = probs.max(1)
     sys.stdout.write(format_csv(("index", "path", "label", "pred", "pred_class", "conf"),
