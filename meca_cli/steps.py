@@ -120,6 +120,37 @@ def load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
     return model, meta
 
 
+def recorded_folder(artifact: Path | str | None) -> str | None:
+    """The folder fingerprint recorded by the meca step that wrote `artifact`, when the file
+    is still exactly what that step wrote (a hand-edited or outside file has none)."""
+    from meca_cli.store.manifest import read_manifest
+
+    if artifact is None or str(artifact) == "-" or not Path(artifact).is_file():
+        return None
+    path = Path(artifact)
+    try:
+        manifest = read_manifest(path.parent)
+    except ArtifactError:
+        return None
+    if manifest is None:
+        return None
+    for output in manifest.get("outputs", []):
+        if output.get("path") == path.name and output.get("sha256") == sha256_file(path):
+            return manifest.get("inputs", {}).get("data")
+    return None
+
+
+def check_same_folder(dataset: ImageSet, *artifacts: Path | str | None) -> None:
+    """Refuse per-sample artifacts (index lists, tables) made from another state of the folder:
+    their sample indices would point at the wrong images."""
+    for artifact in artifacts:
+        recorded = recorded_folder(artifact)
+        if recorded not in (None, "unknown", dataset.scan.fingerprint):
+            raise ArtifactError(f"{artifact}: was made from another state of {dataset.scan.root} "
+                                "(files were added, removed or changed since)",
+                                hint="re-run the pipeline from its first step on the folder as it is now")
+
+
 def read_label_table(path: Path, n: int, num_classes: int) -> torch.Tensor:
     """A relabel CSV (index, new_label) as a full label vector override."""
     rows = read_csv(path, ("index", "new_label"))
@@ -176,6 +207,7 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
     if arch not in ARCHS:
         raise ConfigError(f"unknown architecture {arch!r}", hint=f"choose one of {', '.join(ARCHS)}")
     dataset = open_data(data, common)
+    check_same_folder(dataset, indices, labels)
     index_list = read_index_list(indices, limit=len(dataset)) if indices is not None else None
     if index_list is not None and not index_list:
         raise ArtifactError(f"{indices}: the index list is empty; nothing to train on")
@@ -314,7 +346,8 @@ def partition(scores: Path, out: Path, rho0: float = 0.05, force: bool = False) 
 
     if not 0 < rho0 < 1:
         raise ConfigError(f"--rho0 must be between 0 and 1 (got {rho0})")
-    step = Step("partition", Path(out), {"scores": file_input(scores)}, {"rho0": rho0})
+    step = Step("partition", Path(out), {"scores": file_input(scores), "data": recorded_folder(scores) or "unknown"},
+                {"rho0": rho0})
 
     def work():
         table = read_scores(Path(scores))
@@ -338,6 +371,7 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
     from meca_cli.store.checkpoint import ModelMeta, save_model
 
     dataset = open_data(data, common)
+    check_same_folder(dataset, clean_seed)
     step = Step("enhance", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
                                        "clean_seed": file_input(clean_seed)},
                 {"image_size": common.image_size, **cfg.to_dict(), "score": score_cfg.to_dict()})
@@ -373,6 +407,7 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
     from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
+    check_same_folder(dataset, scores)
     step = Step("split", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(model),
                                      "scores": file_input(scores)}, {"image_size": common.image_size, **cfg.to_dict()})
     device = device_of(common)
@@ -415,6 +450,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
     from meca_cli.core.relabel import relabel as relabel_labels
 
     dataset = open_data(data, common)
+    check_same_folder(dataset, suspected)
     step = Step("relabel", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(clean_model),
                                        "suspected": file_input(suspected)},
                 {"image_size": common.image_size, **cfg.to_dict()})

@@ -132,3 +132,44 @@ def test_relabel_table_with_unknown_class_is_refused(runner, tmp_path, tiny_fold
     table.write_text("index,new_label\n" + "".join(f"{i},{7 if i == 5 else 0}\n" for i in range(60)))
     r = _train(runner, tiny_folder, tmp_path / "o", "--labels", str(table))
     assert r.exit_code == 2 and "relabeled.csv:7" in r.stderr and "not a class index" in r.stderr
+
+
+def test_folder_changed_between_steps_is_caught(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=8)
+    run = tmp_path / "run"
+    fast = ["--epochs", "1", "--rounds", "1", "--finetune-epochs", "1", "--image-size", "16", "--batch-size", "8"]
+    assert runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--until", "partition", *fast]).exit_code == 0
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(data / "class0" / "added later.png")
+    # The seed clean list indexes the old folder: a hand-chained step refuses it ...
+    r = runner.invoke(app, ["enhance", str(data), "-m", str(run / "train-poisoned" / "model.safetensors"),
+                            "--clean-seed", str(run / "partition" / "clean_seed.idx"), "-o", str(tmp_path / "e"),
+                            "--rounds", "1", "--image-size", "16"])
+    assert r.exit_code == 2 and "clean_seed.idx" in r.stderr and "another state" in r.stderr
+    assert not (tmp_path / "e" / "manifest.json").exists()
+    # ... and so does sanitize resumed past the steps that read the folder.
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--from", "enhance", *fast])
+    assert r.exit_code == 2 and "another state" in r.stderr
+    assert not (run / "enhance" / "manifest.json").exists()
+    # Re-running from the start recomputes everything on the folder as it is now.
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--until", "enhance", "--format", "json", *fast])
+    assert r.exit_code == 0, r.stderr
+    assert not any(s["skipped"] for s in json.loads(r.stdout)["steps"])
+
+
+def test_single_class_nested_folders_and_other_files(runner, tmp_path):
+    one = tmp_path / "one"
+    make_image_folder(one, classes=1, per_class=4)
+    r = _train(runner, one, tmp_path / "o1")
+    assert r.exit_code == 2 and "found 1 class folder" in r.stderr and "need at least 2" in r.stderr
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=3)
+    (data / "class1" / "deeper" / "still").mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(data / "class1" / "deeper" / "still" / "nested.png")
+    (data / "class0" / "notes.txt").write_text("not an image")
+    (data / "class0" / "README").write_text("no extension")
+    (data / "class0" / ".hidden.png").write_bytes(b"junk")
+    r = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "o2"), "--epochs", "1", "--image-size", "16",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["samples"] == 7  # nested image counted; other files ignored

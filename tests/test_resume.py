@@ -74,3 +74,57 @@ def test_sigint_stops_cleanly_with_130_and_resumes(tmp_path):
     assert (out / "train_state.safetensors").exists() and not (out / "manifest.json").exists()
     done = subprocess.run(_meca(*args, env=env), env=env, capture_output=True, text=True)
     assert done.returncode == 0 and (out / "manifest.json").exists()
+
+
+def _completed_steps_are_intact(run) -> dict[str, dict[str, str]]:
+    """Every step marked complete has exactly the outputs its manifest lists; returns their hashes."""
+    import json
+
+    from meca_cli.store.artifacts import sha256_file
+
+    hashes = {}
+    for manifest_path in sorted(run.glob("*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        outputs = {o["path"]: o["sha256"] for o in manifest["outputs"]}
+        for name, digest in outputs.items():
+            assert sha256_file(manifest_path.parent / name) == digest, f"{manifest_path.parent.name}/{name}"
+        hashes[manifest_path.parent.name] = outputs
+    return hashes
+
+
+def test_sanitize_killed_at_random_moments_ends_identical(tmp_path):
+    """SIGKILL inside every step, at a seeded random moment after it starts; each re-run
+    resumes, and the finished run's artifacts are bitwise those of an uninterrupted run."""
+    import random
+
+    from meca_cli.pipeline import STEPS
+
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12, poison=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--epochs", "4", "--rounds", "3", "--finetune-epochs", "2", "--image-size", "16", "--batch-size", "4",
+            "--device", "cpu"]
+    subprocess.run(_meca("sanitize", str(data), "--out", str(tmp_path / "whole"), *args, env=env), env=env,
+                   check=True, capture_output=True)
+    expected = _completed_steps_are_intact(tmp_path / "whole")
+
+    run = tmp_path / "killed"
+    rng = random.Random(1234)
+    killed_in = []
+    for step in STEPS:
+        proc = subprocess.Popen(_meca("sanitize", str(data), "--out", str(run), *args, env=env), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not (run / step).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_in.append(step)
+        proc.wait()
+        _completed_steps_are_intact(run)  # never a step marked complete over partial outputs
+    subprocess.run(_meca("sanitize", str(data), "--out", str(run), *args, env=env), env=env, check=True,
+                   capture_output=True)
+    assert len(killed_in) >= len(STEPS) // 2, f"too few interruptions to mean anything: {killed_in}"
+    assert _completed_steps_are_intact(run) == expected
+    assert (run / "verdicts.csv").read_bytes() == (tmp_path / "whole" / "verdicts.csv").read_bytes()

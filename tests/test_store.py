@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from meca_cli.errors import ArtifactError
 from meca_cli.store.artifacts import format_csv, read_csv, read_index_list, write_csv, write_index_list
-from meca_cli.store.checkpoint import ModelMeta, load_model, save_model
+from meca_cli.store.checkpoint import ModelMeta, load_model, load_tensors, save_model
 from meca_cli.store.manifest import Step, fingerprint, read_manifest
 
 
@@ -95,3 +95,20 @@ def test_pickle_checkpoints_are_refused(tmp_path):
     fake.write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="unreadable"):
         load_model(fake)
+
+
+def test_checkpoint_bytes_depend_on_content_only(tmp_path):
+    """Equal weights and metadata give byte-identical files (the manifests compare hashes)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from pathlib import Path; from meca_cli.store.checkpoint import save_tensors; "
+            "save_tensors(Path(sys.argv[1]), {'b': torch.arange(3.0), 'a': torch.ones(2, 2, dtype=torch.int64)}, "
+            "{f'key{i}': str(i) for i in range(12)})")
+    for name in ("one.safetensors", "two.safetensors"):  # separate processes: separate hash seeds
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    one, two = (tmp_path / "one.safetensors").read_bytes(), (tmp_path / "two.safetensors").read_bytes()
+    assert one == two
+    tensors, meta = load_tensors(tmp_path / "one.safetensors")
+    assert meta == {f"key{i}": str(i) for i in range(12)} and tensors["a"].dtype == torch.int64
+    assert (tensors["b"] == torch.arange(3.0)).all()

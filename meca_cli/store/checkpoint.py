@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from meca_cli.errors import ArtifactError
 from meca_cli.store.artifacts import atomic_path
@@ -64,10 +64,21 @@ def _check_path(path: Path) -> None:
         raise ArtifactError(f"{path}: checkpoint not found", hint="run 'meca train' first, or check the path")
 
 
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same file with its JSON header key-sorted. safetensors writes the metadata map in
+    hash order, so equal weights gave different bytes and hashes from run to run; manifests
+    compare hashes, so a checkpoint's bytes must depend on its content only."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)  # keep the data section 8-byte aligned, as the format pads
+    return len(text).to_bytes(8, "little") + text + blob[8 + size:]
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
