@@ -94,7 +94,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
 
         info(f"report: {build_report(run, data, common)}")
         if export is not None:
-            export_folder(data, run, export, export_mode)
+            export_folder(data, run, export, common, export_mode)
     return result
 
 
@@ -137,13 +137,33 @@ def _summary(step_dir: Path) -> dict:
     return (manifest or {}).get("summary", {})
 
 
-def export_folder(data: Path, run: Path, target: Path, mode: str = "relabeled") -> int:
+def export_plan(verdicts: Path, paths: list[str], classes: int, mode: str) -> list[tuple[int, int]]:
+    """(index, new label) of every sample to export, checked against the folder before a
+    file is copied: a hand-edited verdicts.csv fails here, not half-way through the copy."""
+    from meca_cli.errors import ArtifactError
+    from meca_cli.store.artifacts import parse_int, safe_cell
+
+    picks, seen = [], set()
+    for lineno, row in enumerate(read_csv(verdicts, VERDICT_COLUMNS), 2):
+        index, new_label = parse_int(row, "index", verdicts, lineno), parse_int(row, "new_label", verdicts, lineno)
+        if not 0 <= index < len(paths) or index in seen or safe_cell(paths[index]) != row["path"]:
+            raise ArtifactError(f"{verdicts}:{lineno}: sample {index} ({row['path']!r}) is not that sample "
+                                "of the folder (edited, or the folder changed)", hint="re-run 'meca sanitize'")
+        if not 0 <= new_label < classes:
+            raise ArtifactError(f"{verdicts}:{lineno}: label {new_label} is not a class index (0..{classes - 1})",
+                                hint="re-run 'meca sanitize' to rewrite it")
+        seen.add(index)
+        if mode == "relabeled" or row["verdict"] == "clean":
+            picks.append((index, new_label))
+    return picks
+
+
+def export_folder(data: Path, run: Path, target: Path, common: steps.Common, mode: str = "relabeled") -> int:
     """Copy the sanitized data set to `target` as a new image folder.
 
     mode 'relabeled': every sample, suspects filed under their new label; 'clean': the clean
     split only. Files are copied (never linked) and only inside `target`.
     """
-    from meca_cli.core.data import scan_folder
     from meca_cli.errors import DataError
 
     if mode not in ("relabeled", "clean"):
@@ -151,21 +171,19 @@ def export_folder(data: Path, run: Path, target: Path, mode: str = "relabeled") 
     target = Path(target)
     if target.exists() and any(target.iterdir()):
         raise DataError(f"{target}: export folder exists and is not empty", hint="choose a new folder")
-    scan = scan_folder(data)
-    rows = read_csv(run / "verdicts.csv", VERDICT_COLUMNS)
+    scan = steps.open_data(data, common).scan  # the samples the run indexed (--skip-bad ones left out)
+    picks = export_plan(run / "verdicts.csv", scan.paths, len(scan.classes), mode)
     staging = target.with_name(f".{target.name}.partial")
+    if staging.is_symlink():
+        staging.unlink()  # never follow a planted link out of the target's parent
     shutil.rmtree(staging, ignore_errors=True)
-    written = 0
-    for row in rows:
-        if mode == "clean" and row["verdict"] != "clean":
-            continue
-        index = int(row["index"])
+    for index, new_label in picks:
         src = scan.root / scan.paths[index]
         name = f"{index:07d}{src.suffix.lower()}"  # fresh names: nothing from the input can escape the target
-        dest = staging / scan.classes[int(row["new_label"])] / name
+        dest = staging / scan.classes[new_label] / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
-        written += 1
+    written = len(picks)
     target.mkdir(parents=True, exist_ok=True)
     for child in staging.iterdir():
         child.rename(target / child.name)

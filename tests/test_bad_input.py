@@ -173,3 +173,33 @@ def test_single_class_nested_folders_and_other_files(runner, tmp_path):
                             "--format", "json"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["summary"]["samples"] == 7  # nested image counted; other files ignored
+
+
+def test_export_stays_inside_its_target_and_exports_the_right_files(runner, tmp_path):
+    from meca_cli.errors import ArtifactError
+    from meca_cli.pipeline import export_plan
+
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=6)
+    (data / "class0" / "a broken.png").write_bytes(b"not a png")  # sorts first: every later index shifts
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / ".sanitized.partial")  # a planted staging link
+    before = snapshot(data)
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "run"), "--skip-bad", "--export",
+                            str(tmp_path / "sanitized"), "--epochs", "1", "--rounds", "1", "--finetune-epochs", "1",
+                            "--image-size", "16", "--batch-size", "4"])
+    assert r.exit_code == 0, r.stderr
+    assert list(outside.iterdir()) == [] and snapshot(data) == before
+    rows = (tmp_path / "run" / "verdicts.csv").read_text().splitlines()[1:]
+    assert len(rows) == 12
+    for row in rows:  # each exported file is the very image its verdict row names
+        index, path, new_label = int(row.split(",")[0]), row.split(",")[1], int(row.split(",")[-1])
+        exported = tmp_path / "sanitized" / f"class{new_label}" / f"{index:07d}.png"
+        assert exported.read_bytes() == (data / path).read_bytes()
+    # A verdicts table that does not match the folder is refused before anything is copied.
+    edited = tmp_path / "verdicts.csv"
+    lines = (tmp_path / "run" / "verdicts.csv").read_text().splitlines()
+    edited.write_text("\n".join([lines[0], lines[2].replace("class0/img001.png", "../../etc/passwd"), *lines[3:]]))
+    with pytest.raises(ArtifactError, match="verdicts.csv:2"):
+        export_plan(edited, [r.split(",")[1] for r in rows], 2, "relabeled")

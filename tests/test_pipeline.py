@@ -176,3 +176,33 @@ def test_uniform_unlearning_with_confidence_split(runner, tmp_path):
     assert manifest["params"]["unlearn"] == "uniform"
     split = json.loads((tmp_path / "run" / "split" / "manifest.json").read_text())
     assert split["params"]["rule"] == "confidence" and split["params"]["min_confidence"] == 0.4
+
+
+def test_no_command_writes_to_its_input_folder(runner, tmp_path):
+    """Every command that reads a folder is run on it, hashing the folder after each."""
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=8, poison=3)
+    before = snapshot(data)
+    common = ["--image-size", "16"]
+    t = tmp_path
+    commands = [
+        ["train", str(data), "-o", str(t / "t"), "--epochs", "1", "--batch-size", "8", *common],
+        ["score", str(data), "-m", str(t / "t" / "model.safetensors"), "-o", str(t / "s"), *common],
+        ["partition", str(t / "s" / "scores.csv"), "-o", str(t / "p")],
+        ["enhance", str(data), "-m", str(t / "t" / "model.safetensors"), "--clean-seed", str(t / "p" / "clean_seed.idx"),
+         "-o", str(t / "e"), "--rounds", "1", "--batch-size", "8", *common],
+        ["split", str(data), "-m", str(t / "e" / "model.safetensors"), "--scores", str(t / "s" / "scores.csv"),
+         "-o", str(t / "sp"), *common],
+        ["relabel", str(data), "-m", str(t / "t" / "model.safetensors"), "--suspected", str(t / "sp" / "suspected.idx"),
+         "-o", str(t / "r"), "--finetune-epochs", "1", "--batch-size", "8", *common],
+        ["predict", str(t / "r" / "model.safetensors"), str(data), *common],
+        ["evaluate", str(t / "r" / "model.safetensors"), str(data), *common],
+        ["poison", str(data), str(t / "poisoned"), "--attack", "blend", "--rate", "0.2", "--target", "0", *common],
+        ["poison", str(data), str(t / "triggered"), "--test", "--like", str(t / "poisoned"), *common],
+        ["sanitize", str(data), "--out", str(t / "run"), "--export", str(t / "x"), *FAST],
+        ["report", str(t / "run"), str(data), *common],
+    ]
+    for args in commands:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, (args[0], r.stderr)
+        assert snapshot(data) == before, f"'meca {args[0]}' changed its input folder"
