@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given
@@ -44,10 +46,23 @@ def test_formula_cells_are_quoted():
     assert text.splitlines()[1:] == ["'=HYPERLINK(1)", "'-x.png", "ok.png"]
 
 
-def test_fingerprint_ignores_key_order_and_sees_changes():
-    a = fingerprint({"x": 1, "y": [1, 2]})
-    assert a == fingerprint({"y": [1, 2], "x": 1})
-    assert a != fingerprint({"x": 2, "y": [1, 2]})
+_params = st.dictionaries(st.text(min_size=1, max_size=8),
+                          st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
+                                    st.lists(st.integers(), max_size=4)), min_size=1, max_size=6)
+
+
+@given(_params, st.randoms(use_true_random=False))
+def test_fingerprint_ignores_key_order_and_sees_changes(params, rng):
+    keys = list(params)
+    rng.shuffle(keys)
+    assert fingerprint({k: params[k] for k in keys}) == fingerprint(params)
+    changed_key = rng.choice(keys)
+    changed = {**params, changed_key: [params[changed_key], "changed"]}
+    assert fingerprint(changed) != fingerprint(params)
+    assert fingerprint({**params, "added-key!": 1}) != fingerprint(params)
+    step = Step("s", Path("."), {"data": "sha256:1"}, params)
+    assert Step("s", Path("."), {"data": "sha256:2"}, params).fingerprint != step.fingerprint
+    assert Step("s", Path("."), {"data": "sha256:1"}, changed).fingerprint != step.fingerprint
 
 
 def test_step_manifest_lifecycle(tmp_path):
