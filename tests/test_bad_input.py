@@ -20,20 +20,22 @@ def _train(runner, data, out, *extra):
     (b"", "zero.png"),
     (b"this is not an image", "text.jpg"),
     (None, "truncated.jpg"),
+    (None, "truncated.png"),
 ])
 def test_undecodable_file_names_the_file_or_is_skipped(runner, tmp_path, content, name):
     data = tmp_path / "data"
     make_image_folder(data, classes=2, per_class=6)
     bad = data / "class0" / name
-    if content is None:  # a real JPEG cut in half
-        Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "full.jpg", quality=95)
-        raw = (tmp_path / "full.jpg").read_bytes()
+    if content is None:  # a real image cut in half
+        full = tmp_path / f"full{bad.suffix}"
+        Image.effect_noise((32, 32), 60).convert("RGB").save(full)
+        raw = full.read_bytes()
         bad.write_bytes(raw[: len(raw) // 2])
     else:
         bad.write_bytes(content)
     r = _train(runner, data, tmp_path / "out")
     if content is None and r.exit_code == 0:
-        pytest.skip("this Pillow build decodes a half JPEG (it pads the missing part)")
+        pytest.skip("this Pillow build decodes a half image (it pads the missing part)")
     assert r.exit_code == 2
     assert name in r.stderr and "--skip-bad" in r.stderr
     assert r.stdout == "" and not (tmp_path / "out" / "manifest.json").exists()
@@ -203,3 +205,29 @@ def test_export_stays_inside_its_target_and_exports_the_right_files(runner, tmp_
     edited.write_text("\n".join([lines[0], lines[2].replace("class0/img001.png", "../../etc/passwd"), *lines[3:]]))
     with pytest.raises(ArtifactError, match="verdicts.csv:2"):
         export_plan(edited, [r.split(",")[1] for r in rows], 2, "relabeled")
+
+
+def test_run_dir_of_another_version_and_mismatched_architecture(runner, tmp_path, tiny_folder):
+    import torch
+    from safetensors.torch import load_file
+
+    from meca_cli.store.checkpoint import save_tensors
+
+    run = tmp_path / "run"
+    (run / "train-poisoned").mkdir(parents=True)
+    (run / "train-poisoned" / "manifest.json").write_text('{"meca_manifest_version": "0", "step": "train"}')
+    r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(run), "--epochs", "1", "--image-size", "16"])
+    assert r.exit_code == 2 and "another version of meca" in r.stderr and "manifest.json" in r.stderr
+    assert _train(runner, tiny_folder, tmp_path / "m").exit_code == 0
+    ckpt = tmp_path / "m" / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(ckpt))
+    save_tensors(tmp_path / "wrong.safetensors", {**tensors, "extra.weight": torch.zeros(3)},
+                 {**meta, "meca.arch": "resnet18"})
+    r = runner.invoke(app, ["score", str(tiny_folder), "-m", str(tmp_path / "wrong.safetensors"), "-o",
+                            str(tmp_path / "s"), "--image-size", "16"])
+    assert r.exit_code == 2 and "wrong.safetensors" in r.stderr and "do not fit architecture 'resnet18'" in r.stderr
+    assert not (tmp_path / "s" / "manifest.json").exists()
