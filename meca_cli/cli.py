@@ -5,6 +5,7 @@ Nothing heavy is imported here, so `meca --help` answers instantly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="MECA_CONFIG", metavar="FILE",
+        help="TOML file of option defaults, one table per command ([sanitize], [train], ...); "
+             "flags on the command line win. See examples/meca.toml.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and results; no progress or info.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
@@ -38,6 +44,10 @@ def main(
     from meca_cli.console import set_quiet
 
     set_quiet(quiet)
+    if config is not None:
+        from meca_cli.configfile import load_defaults
+
+        ctx.default_map = load_defaults(config, ctx)
 
 
 COMMANDS = ("sanitize", "train", "score", "partition", "enhance", "split", "relabel", "predict", "evaluate", "poison", "bench", "report", "demo")

@@ -88,3 +88,33 @@ def test_choice_options_are_checked(runner, tiny_folder, tmp_path):
     assert r.exit_code == 2 and "ascent or uniform" in r.output
     r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(tmp_path / "r"), "--split-rule", "vibes"])
     assert r.exit_code == 2 and "agreement or confidence" in r.output
+
+
+def test_config_file_sets_defaults_and_flags_win(runner, tmp_path):
+    import json as _json
+    from pathlib import Path
+
+    from tests.conftest import make_image_folder
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "meca.toml"
+    for command in ("sanitize", "train", "evaluate"):  # the shipped example is valid for every table it holds
+        assert runner.invoke(app, ["--config", str(example), command, "--help"]).exit_code == 0
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=4)
+    config = tmp_path / "meca.toml"
+    config.write_text('[train]\nepochs = 2\nimage-size = 16\n"--batch-size" = 4\nformat = "json"\n')
+    r = runner.invoke(app, ["--config", str(config), "train", str(data), "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.stderr
+    params = _json.loads((tmp_path / "a" / "manifest.json").read_text())["params"]
+    assert (params["epochs"], params["image_size"], params["batch_size"]) == (2, 16, 4)
+    assert _json.loads(r.stdout)["summary"]["epochs"] == 2  # format = "json" applied too
+    r = runner.invoke(app, ["--config", str(config), "train", str(data), "-o", str(tmp_path / "b"), "--epochs", "1"])
+    assert r.exit_code == 0
+    assert _json.loads((tmp_path / "b" / "manifest.json").read_text())["params"]["epochs"] == 1
+    for text, message in [('[train]\nepoch = 2\n', "has no option 'epoch'"),
+                          ('[trian]\nepochs = 2\n', "[trian] is not a meca command"),
+                          ('[train\n', "not valid TOML")]:
+        config.write_text(text)
+        r = runner.invoke(app, ["--config", str(config), "train", str(data), "-o", str(tmp_path / "c")])
+        assert r.exit_code == 2 and message in r.output and "meca.toml" in r.output
+        assert not (tmp_path / "c").exists()
