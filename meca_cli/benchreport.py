@@ -75,10 +75,61 @@ def paper_rows() -> list[str]:
             f"MeCa ACC {100 * p['clean_meca_accuracy']:.2f}."]
 
 
+def perf_section(perf: dict) -> list[str]:
+    """The cost tables of `meca bench --perf`."""
+    m = perf.get("machine", {})
+    out = ["## Cost (`meca bench --perf`)", "",
+           f"One run on {m.get('cpu_count', '?')} CPU cores, torch {m.get('torch', '?')}; every figure below "
+           "comes from `benchmarks/results/perf.json`. Reproduce: `meca bench --perf` "
+           "(`--parts path,ratio,growth,ddp`, `--sizes`, `--epochs` for the growth runs).", ""]
+    if "ratio" in perf:
+        r = perf["ratio"]
+        out += [f"**Sanitize vs one training run** at the shipped defaults, {r['samples']:,} BadNet-poisoned "
+                f"CIFAR-10 images: `meca train` {r['train_seconds'] / 60:.1f} min, `meca sanitize` "
+                f"{r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (target ≤ 2.0).", "",
+                "| step | seconds | share |", "|---|---|---|"]
+        total = sum(v for v in r["step_seconds"].values()) or 1
+        out += [f"| {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in r["step_seconds"].items()]
+        out += [""]
+    if "data_path" in perf:
+        d = perf["data_path"]
+        out += [f"**Data path**: samples/s inside the pipeline (uint8 cache, batched augmentation) over the same "
+                f"model on ready float tensors, {d['samples']:,} samples, {d['threads']} threads (target ≥ 90 %).", "",
+                "| | raw samples/s | pipeline samples/s | efficiency |", "|---|---|---|---|"]
+        for part in ("train", "score"):
+            x = d[part]
+            out.append(f"| {part} | {x['raw_samples_per_s']:.0f} | {x['pipeline_samples_per_s']:.0f} | "
+                       f"{100 * x['efficiency']:.0f} % |")
+        out += [""]
+    if "growth" in perf:
+        g = perf["growth"]
+        out += [f"**Growth** (reduced: {g['epochs']} epochs, the other defaults shipped; peak resident memory "
+                "sampled every 0.1 s):", "",
+                "| images | train s | sanitize s | ratio | sanitize s per 1k images | uint8 cache MiB | "
+                "peak RSS MiB (train / sanitize) |", "|---|---|---|---|---|---|---|"]
+        for row in sorted(g["rows"], key=lambda r: r["samples"]):
+            out.append(f"| {row['samples']:,} | {row['train_seconds']:.0f} | {row['sanitize_seconds']:.0f} | "
+                       f"{row['ratio']:.2f} | {1000 * row['sanitize_seconds'] / row['samples']:.1f} | "
+                       f"{row['cache_mib']} | {row['train_peak_rss_mib']:.0f} / {row['sanitize_peak_rss_mib']:.0f} |")
+        out += [""]
+    if "ddp" in perf:
+        d = perf["ddp"]
+        t = d["seconds_by_processes"]
+        out += [f"**DDP on CPU** (gloo; `torchrun --nproc_per_node=N meca train`, {d['samples']:,} images, "
+                f"{d['epochs']} epochs, the cores split between the processes): 1 process {t['1']:.0f} s, "
+                f"2 processes {t['2']:.0f} s, speed-up {d['speedup']:.2f}x.", ""]
+    return out
+
+
 def render_all(result_files: list[Path]) -> str:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
+    perf = None
     for path in result_files:
-        for run in json.loads(Path(path).read_text())["runs"]:
+        table = json.loads(Path(path).read_text())
+        if "meca_perf_version" in table:
+            perf = table
+            continue
+        for run in table["runs"]:
             by_protocol[run["protocol"]].append(run)
     out = [HEADER]
     for name, runs in by_protocol.items():
@@ -95,4 +146,6 @@ def render_all(result_files: list[Path]) -> str:
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
         out += headline_table(runs)
         out += [""] + paper_rows() + [""]
+    if perf is not None:
+        out += perf_section(perf)
     return "\n".join(out)

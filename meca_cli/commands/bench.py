@@ -24,6 +24,11 @@ def bench(
     work: Annotated[Path, typer.Option(help="Work folder for poisoned data and runs (resumable).")] = Path("benchmarks/work"),
     results: Annotated[Path | None, typer.Option(help="Results JSON [default: benchmarks/results/<protocol>.json].")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Only (re)generate this Markdown file from the results JSON files.")] = None,
+    perf: Annotated[bool, typer.Option("--perf", help="Measure cost instead of efficacy: sanitize/train ratio, data-path "
+                                                      "efficiency, growth with size, peak memory, 1 vs 2 DDP processes "
+                                                      "[results: benchmarks/results/perf.json].")] = False,
+    parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
+    sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
     device: Device = "auto",
     cache_dir: CacheDir = None,
 ) -> None:
@@ -40,6 +45,24 @@ def bench(
 
         atomic_write_text(markdown, render_all(sorted(Path("benchmarks/results").glob("*.json"))
                                                if results is None else [results]))
+        return
+    if perf:
+        from meca_cli.bench import locate_cifar10
+        from meca_cli.perf import run_perf
+
+        chosen = {p.strip() for p in parts.split(",") if p.strip()}
+        if not chosen <= {"path", "ratio", "growth", "ddp"}:
+            raise ConfigError(f"--parts: unknown {', '.join(sorted(chosen - {'path', 'ratio', 'growth', 'ddp'}))}",
+                              hint="choose from path, ratio, growth, ddp")
+        try:
+            size_list = tuple(int(k) for k in sizes.split(",") if k.strip())
+        except ValueError:
+            raise ConfigError(f"--sizes: expected comma-separated integers, got {sizes!r}") from None
+        common = steps.Common(device="cpu", cache_dir=cache_dir)
+        root = locate_cifar10(data, work / "cifar10-src")
+        run_perf(root, work / "perf", results or Path("benchmarks/results/perf.json"), common, size_list,
+                 growth_epochs=epochs or 2, ratio_per_class=per_class or PROTOCOLS[protocol].per_class or 1000,
+                 ratio_epochs=None, parts=chosen)
         return
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")

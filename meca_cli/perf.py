@@ -1,0 +1,224 @@
+"""`meca bench --perf`: what MeCa costs next to the one training run a user does anyway.
+
+Every figure comes from one invocation on this machine, written to the results JSON:
+
+- ratio: `meca sanitize` wall time over a plain `meca train` of the same architecture and
+  epochs on the same folder, at the shipped defaults, with the time of each step;
+- data path: samples/s of training and scoring inside the pipeline (uint8 cache, batched
+  augmentation, progress) over the same model's raw throughput on ready float tensors;
+- growth: sanitize and train wall time and peak memory at several folder sizes;
+- DDP: `meca train` under torchrun with 1 and 2 CPU processes.
+
+Commands run as child processes so each one's peak memory (ru_maxrss) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from meca_cli import poisoning, steps
+from meca_cli.console import info
+from meca_cli.core.attacks import AttackConfig
+
+PERF_VERSION = "1"
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    """VmHWM of a running process. (ru_maxrss of a child would include this process's own
+    resident size at fork, which the kernel carries across exec.)"""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _run_child(args: list[str], env: dict | None = None, parse_json: bool = True) -> dict:
+    """Run a command; its wall seconds, peak resident memory (MiB, sampled every 0.1 s) and JSON stdout."""
+    started = time.monotonic()
+    with subprocess.Popen(args, stdout=subprocess.PIPE if parse_json else subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}) as proc:
+        peak = 0.0
+        output = []
+        if parse_json:  # drain stdout beside the sampling so the child never blocks on a full pipe
+            import threading
+
+            reader = threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True)
+            reader.start()
+        while proc.poll() is None:
+            peak = max(peak, _peak_rss_mib(proc.pid) or 0.0)
+            time.sleep(0.1)
+        if parse_json:
+            reader.join()
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:4])}... failed with exit code {proc.returncode}")
+    stdout = output[0] if output else b""
+    return {"seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
+            "result": json.loads(stdout) if stdout.strip() else None}
+
+
+def _meca(*args: str) -> list[str]:
+    return [sys.executable, "-m", "meca_cli", *args]
+
+
+def make_folder(cifar_train: Path, out: Path, per_class: int, common: steps.Common, seed: int = 0) -> Path:
+    """A BadNet-poisoned (5 %) class-balanced CIFAR-10 subset, written once."""
+    if not (out / "ground_truth.csv").is_file():
+        source = steps.open_data(cifar_train, common)
+        subset = poisoning.balanced_subset(source.labels, per_class, seed)
+        poisoning.write_poisoned(source, out, AttackConfig(name="badnet", rate=0.05, target=1, seed=seed), subset)
+    return out
+
+
+def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str]) -> dict:
+    """Wall time of sanitize and of a plain train on the same folder and settings."""
+    opts = [*(["--epochs", str(epochs)] if epochs else []), "--device", "cpu", "--format", "json", *extra]
+    train = _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))
+    sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts))
+    steps_seconds = {s["step"]: s["seconds"] for s in sanitize["result"]["steps"]}
+    return {"train_seconds": train["seconds"], "sanitize_seconds": sanitize["seconds"],
+            "ratio": round(sanitize["seconds"] / train["seconds"], 3), "step_seconds": steps_seconds,
+            "train_peak_rss_mib": train["peak_rss_mib"], "sanitize_peak_rss_mib": sanitize["peak_rss_mib"]}
+
+
+def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn", batches: int = 40,
+                         batch_size: int = 128) -> dict:
+    """Pipeline throughput over raw throughput, for training and for scoring."""
+    from meca_cli.config import ScoreConfig, TrainConfig
+    from meca_cli.core.device import to_float
+    from meca_cli.core.models import build_model
+    from meca_cli.core.scoring import kl_scores, patch_positions, score_batch
+    from meca_cli.core.train import fit, make_optimizer
+
+    dataset = steps.open_data(data, common)
+    device = torch.device("cpu")
+    batch_size = min(batch_size, len(dataset))
+    n = min(len(dataset), batches * batch_size) // batch_size * batch_size  # whole batches, as both loops run
+    cfg = TrainConfig(epochs=1, min_steps=0, batch_size=batch_size)
+    torch.manual_seed(0)
+    model = build_model(arch, len(dataset.classes), dataset.image_size)
+
+    x = to_float(dataset.images[:batch_size], device)  # ready tensors: no decode, index or augmentation
+    y = dataset.labels[:batch_size]
+    opt = make_optimizer(model, cfg)
+    model.train()
+
+    def raw_train_step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up: allocator and kernels
+        raw_train_step()
+    started = time.perf_counter()
+    for _ in range(n // batch_size):
+        raw_train_step()
+    raw_train = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    fit(model, dataset.images[:n], dataset.labels[:n], cfg, device)
+    pipe_train = n / (time.perf_counter() - started)
+
+    score_cfg = ScoreConfig()
+    model.eval()
+    xs, ys = to_float(dataset.images[:score_cfg.batch_size], device), dataset.labels[:score_cfg.batch_size]
+    corners = patch_positions(len(xs), dataset.image_size, score_cfg)
+    score_batch(model, xs, ys, corners, score_cfg)  # warm-up
+    repeats = max(1, n // len(xs))
+    started = time.perf_counter()
+    for _ in range(repeats):
+        score_batch(model, xs, ys, corners, score_cfg)
+    raw_score = repeats * len(xs) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    kl_scores(model, dataset.images[:n], dataset.labels[:n], score_cfg, device)
+    pipe_score = n / (time.perf_counter() - started)
+    return {"samples": n, "threads": torch.get_num_threads(),
+            "train": {"raw_samples_per_s": round(raw_train, 1), "pipeline_samples_per_s": round(pipe_train, 1),
+                      "efficiency": round(pipe_train / raw_train, 3)},
+            "score": {"raw_samples_per_s": round(raw_score, 1), "pipeline_samples_per_s": round(pipe_score, 1),
+                      "efficiency": round(pipe_score / raw_score, 3)}}
+
+
+def ddp_timing(data: Path, out: Path, epochs: int, extra: list[str]) -> dict:
+    """`meca train` under torchrun with 1 and with 2 CPU processes (gloo)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    timings = {}
+    for procs in (1, 2):
+        args = [*launcher, "--standalone", f"--nproc_per_node={procs}", "-m", "meca_cli", "train", str(data),
+                "-o", str(out / f"ddp-{procs}"), "--force", "--epochs", str(epochs), "--device", "cpu", *extra]
+        child = _run_child(args, env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))},
+                           parse_json=False)
+        timings[f"{procs}"] = child["seconds"]
+    return {"epochs": epochs, "seconds_by_processes": timings,
+            "speedup": round(timings["1"] / timings["2"], 3)}
+
+
+def cache_mib(samples: int, image_size: int = 32) -> float:
+    return round(samples * 3 * image_size * image_size / 2**20, 1)
+
+
+def count_images(folder: Path) -> int:
+    from meca_cli.core.data import scan_folder
+
+    return len(scan_folder(folder))
+
+
+def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, sizes: tuple[int, ...],
+             growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str]) -> dict:
+    """Run the selected parts not yet in `results` (resumable); write results after each."""
+    table = json.loads(results.read_text()) if results.is_file() else {"meca_perf_version": PERF_VERSION}
+    env_note = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    table.setdefault("machine", env_note)
+
+    def save():
+        results.parent.mkdir(parents=True, exist_ok=True)
+        from meca_cli.store.artifacts import atomic_write_text
+
+        atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+
+    os.environ.setdefault("MECA_MIN_STEPS", "0")  # growth and DDP runs do exactly the epochs they state
+    folder = lambda k: make_folder(cifar_root / "train", work / f"data-{k}", k, common)  # noqa: E731
+    if "path" in parts and "data_path" not in table:
+        info("perf: data-path efficiency")
+        table["data_path"] = data_path_efficiency(folder(ratio_per_class), common)
+        save()
+    if "ratio" in parts and "ratio" not in table:
+        info(f"perf: sanitize vs train at the shipped defaults ({ratio_per_class * 10} images)")
+        env_min = os.environ.pop("MECA_MIN_STEPS")  # the shipped defaults include the step floor
+        try:
+            data = folder(ratio_per_class)
+            table["ratio"] = {"samples": count_images(data),
+                              **sanitize_vs_train(data, work / "ratio", ratio_epochs, [])}
+        finally:
+            os.environ["MECA_MIN_STEPS"] = env_min
+        save()
+    if "growth" in parts:
+        growth = table.setdefault("growth", {"epochs": growth_epochs, "rows": []})
+        for k in sizes:
+            if any(r.get("per_class") == k for r in growth["rows"]):
+                continue
+            data = folder(k)
+            n = count_images(data)
+            info(f"perf: growth at {n} images ({growth_epochs} epochs)")
+            row = sanitize_vs_train(data, work / f"growth-{k}", growth_epochs, [])
+            growth["rows"].append({"per_class": k, "samples": n, "cache_mib": cache_mib(n), **row})
+            save()
+    if "ddp" in parts and "ddp" not in table:
+        info("perf: 1 vs 2 torchrun processes")
+        data = folder(sizes[0])
+        table["ddp"] = {"samples": count_images(data), **ddp_timing(data, work / "ddp", 2, [])}
+        save()
+    return table
