@@ -7,7 +7,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from meca_cli.bench import ALL_RUNS, PAPER
+from meca_cli.bench import ALL_RUNS, PAPER, PAPER_DEFENCES
 
 HEADER = """# Benchmarks
 
@@ -121,13 +121,48 @@ def perf_section(perf: dict) -> list[str]:
     return out
 
 
+def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
+    """Every defence's ACC/ASR beside the no-defence model and MeCa's, per attack."""
+    from meca_cli.defences import DEFENCES
+
+    names = [d for d in DEFENCES if any(d in r.get("defences", {}) for r in peer_runs)]
+    head = ["no defence", *names, "MeCa final"]
+    rows = ["| attack | seeds | " + " | ".join(f"{h} ACC | {h} ASR" for h in head) + " |",
+            "|---|---|" + "---|---|" * len(head)]
+    peers = {(r["attack"], r["seed"]): r.get("defences", {}) for r in peer_runs}
+    by_attack: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        if (run["attack"], run["seed"]) in peers:
+            by_attack[run["attack"]].append(run)
+    for attack in sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99):
+        rs = by_attack[attack]
+        cells = [attack, ",".join(str(r["seed"]) for r in rs)]
+        for source in ["no_defence", *names, "meca_final_model"]:
+            got = [r.get(source) if source in ("no_defence", "meca_final_model")
+                   else peers[(r["attack"], r["seed"])].get(source) for r in rs]
+            cells += [_cell([_get(g, "accuracy") for g in got]), _cell([_get(g, "asr") for g in got])]
+        rows.append("| " + " | ".join(cells) + " |")
+    minutes = {n: [peers[k][n]["seconds"] / 60 for k in peers if n in peers[k]] for n in names}
+    rows += ["", "Wall time per run (minutes, mean): " + ", ".join(
+        f"{n} {sum(v) / len(v):.1f}" for n, v in minutes.items() if v) + "."]
+    paper = [f"{k} {100 * a:.2f}/{100 * r:.2f}" for k, (a, r) in PAPER_DEFENCES.items()]
+    rows += ["", "Paper, Table II (CIFAR-10, ResNet-18, averages over BadNet, Blend, SIG, WaNet, PhysicalBA; "
+                 "ACC/ASR): " + "; ".join(paper) + "."]
+    return rows
+
+
 def render_all(result_files: list[Path]) -> str:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
+    peers_by_protocol: dict[str, list[dict]] = defaultdict(list)
     perf = None
     for path in result_files:
         table = json.loads(Path(path).read_text())
         if "meca_perf_version" in table:
             perf = table
+            continue
+        if "meca_defences_version" in table:
+            for run in table["runs"]:
+                peers_by_protocol[run["protocol"]].append(run)
             continue
         for run in table["runs"]:
             by_protocol[run["protocol"]].append(run)
@@ -146,6 +181,18 @@ def render_all(result_files: list[Path]) -> str:
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
         out += headline_table(runs)
         out += [""] + paper_rows() + [""]
+        if peers_by_protocol.get(name):
+            peer_attacks = sorted({r["attack"] for r in peers_by_protocol[name]},
+                                  key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
+            peer_names = sorted({d for r in peers_by_protocol[name] for d in r.get("defences", {})})
+            out += [f"### Peer defences on the same runs ({name})", "",
+                    "Each defence repairs the run's no-defence model. FineTuning and FinePruning get a reserved "
+                    "clean set: a seeded, class-balanced 5 % of the training-set size (500 images) drawn from "
+                    "CIFAR-10 training images outside the run's subset, never poisoned; MeCa and CLP use no "
+                    "clean data.", "",
+                    f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
+                    f"--seeds {','.join(map(str, seeds))} --defences {','.join(peer_names)}`", ""]
+            out += defences_table(runs, peers_by_protocol[name]) + [""]
     if perf is not None:
         out += perf_section(perf)
     return "\n".join(out)

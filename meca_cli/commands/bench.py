@@ -29,6 +29,9 @@ def bench(
                                                       "[results: benchmarks/results/perf.json].")] = False,
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
+    defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, or 'all') "
+                                                      "on the finished runs of --attacks/--seeds "
+                                                      "[results: benchmarks/results/<protocol>-defences.json].")] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
 ) -> None:
@@ -75,5 +78,23 @@ def bench(
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     results = results or Path("benchmarks/results") / f"{protocol}.json"
+    if defences is not None:
+        import json
+
+        from meca_cli.bench import locate_cifar10
+        from meca_cli.defences import DEFENCES
+        from meca_cli.peers import run_defences
+
+        chosen = list(DEFENCES) if defences == "all" else [d.strip() for d in defences.split(",") if d.strip()]
+        if not chosen or set(chosen) - set(DEFENCES):
+            raise ConfigError(f"--defences: unknown {', '.join(sorted(set(chosen) - set(DEFENCES))) or 'none given'}",
+                              hint=f"choose from {', '.join(DEFENCES)}, or all")
+        if not results.is_file():
+            raise ConfigError(f"{results}: no benchmark results yet", hint="run the benchmark before its defences")
+        root = locate_cifar10(data, work / "cifar10-src")
+        run_defences(json.loads(results.read_text()), results.with_name(f"{results.stem}-defences.json"),
+                     PROTOCOLS[protocol].name, root, work, names, seed_list, chosen,
+                     steps.Common(device=device, cache_dir=cache_dir))
+        return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
               epochs=epochs, per_class=per_class, no_defence=no_defence)

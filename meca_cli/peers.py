@@ -1,0 +1,94 @@
+"""`meca bench --defences`: the peer defences run on the benchmark's own runs.
+
+Each defence repairs the run's no-defence model (same data, same model, same recipe) and
+is scored on the same clean and triggered test folders as MeCa. The defences that need
+clean data get a reserved clean set: a seeded, class-balanced 5 % (of the training-set
+size) drawn from the CIFAR-10 training images *outside* the run's subset, so it was never
+poisoned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from meca_cli import poisoning, steps
+from meca_cli.console import info
+from meca_cli.core.evaluation import model_metrics
+from meca_cli.defences import NEEDS_CLEAN_DATA, clp, finepruning, finetuning
+from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.checkpoint import load_model
+
+RESERVED_FRACTION = 0.05
+
+
+def reserved_clean(train_src: Path, per_class: int, seed: int, common: steps.Common,
+                   fraction: float = RESERVED_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of the reserved clean set for the run (per_class, seed)."""
+    source = steps.open_data(train_src, common)
+    classes = len(source.classes)
+    outside = torch.ones(len(source), dtype=torch.bool)
+    outside[poisoning.balanced_subset(source.labels, per_class, seed)] = False  # the run's own subset
+    pool = outside.nonzero().squeeze(1)
+    per = max(1, round(fraction * per_class))
+    pick = pool[poisoning.balanced_subset(source.labels[pool], per, seed + 1)]
+    assert len(pick) == per * classes
+    return source.images[pick], source.labels[pick]
+
+
+def apply_defence(name: str, model, clean: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device):
+    """The repaired model and what the defence reports about itself."""
+    if name == "clp":
+        pruned = clp(model)
+        return model, {"pruned_channels": sum(pruned.values())}
+    images, labels = clean
+    if name == "finetuning":
+        return finetuning(model, images, labels, device), {"clean_samples": len(labels)}
+    if name == "finepruning":
+        model, pruned = finepruning(model, images, labels, device)
+        return model, {"clean_samples": len(labels), "pruned_channels": pruned}
+    raise ValueError(name)
+
+
+def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, work: Path, attacks: list[str],
+                 seeds: list[int], defences: list[str], common: steps.Common) -> dict:
+    """Measure each defence on every selected finished benchmark run. Results go to their
+    own file (the benchmark may be writing its own meanwhile); resumable, saved after each."""
+    table = json.loads(results.read_text()) if results.is_file() else {"meca_defences_version": "1", "runs": []}
+    device = steps.device_of(common)
+    clean_test = steps.open_data(root / "test", common)
+    for run in bench_table["runs"]:
+        if run["protocol"] != protocol or run["attack"] not in attacks or run["seed"] not in seeds:
+            continue
+        key = {"protocol": protocol, "attack": run["attack"], "seed": run["seed"]}
+        entry = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
+        if entry is None:
+            entry = {**key, "defences": {}}
+            table["runs"].append(entry)
+        folder = work / protocol / f"{run['attack']}-s{run['seed']}"
+        checkpoint = folder / "no-defence" / "model.safetensors"
+        if not checkpoint.is_file():
+            info(f"defences: {run['attack']} seed {run['seed']}: no no-defence model in {folder}; skipped")
+            continue
+        trig_dir = folder / "data" / "test-triggered"
+        triggered = steps.open_data(trig_dir, common, min_classes=1) if trig_dir.is_dir() else None
+        target = (run.get("no_defence") or {}).get("target")
+        for name in defences:
+            if name in entry["defences"]:
+                continue
+            info(f"defences: {name} on {run['attack']} seed {run['seed']}")
+            started = time.monotonic()
+            clean = reserved_clean(root / "train", run["per_class"], run["seed"], common) \
+                if NEEDS_CLEAN_DATA[name] else None
+            model, meta = load_model(checkpoint, device)
+            torch.manual_seed(run["seed"])
+            model, notes = apply_defence(name, model, clean, device)
+            seconds = time.monotonic() - started
+            entry["defences"][name] = {**model_metrics(model, meta, clean_test, triggered, target, device), **notes,
+                                       "seconds": round(seconds, 2)}
+            results.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+    return table
