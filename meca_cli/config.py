@@ -48,7 +48,6 @@ class EnhanceConfig(_Params):
     lam: float = 0.5  # unlearning coefficient lambda (measured: the paper's 0.05 does not unlearn)
     unlearn: str = "ascent"  # "ascent" (the paper: -lambda * CE) or "uniform" (towards the uniform prediction)
     ceiling: float = math.log(10)  # ascent: none on a sample whose loss already exceeds chance level
-    balance: bool = False  # weight the learned samples so each class counts equally (no class prior to collapse onto)
     lr: float = 0.01  # constant SGD lr of the enhancement epochs
     epochs_per_round: int = 1
     batch_size: int = 128

@@ -31,24 +31,10 @@ class RoundLog:
         return asdict(self)
 
 
-def learn_weights(labels: torch.Tensor, clean_set: torch.Tensor) -> torch.Tensor:
-    """Weights of the learned samples (D minus D_c) that give every class present the same
-    total weight, averaging 1. Without them the learned set's label mix is a prior: late
-    rounds learn mostly target-class samples, and the unlearned clean samples then collapse
-    into that class instead of only losing their own."""
-    learn = torch.ones(len(labels), dtype=torch.bool)
-    learn[clean_set] = False
-    counts = torch.bincount(labels[learn], minlength=int(labels.max()) + 1).float()
-    per_class = learn.sum() / ((counts > 0).sum() * counts.clamp_min(1))
-    return per_class[labels]
-
-
 def enhance_round(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_set: torch.Tensor,
                   cfg: EnhanceConfig, device: torch.device, round_index: int) -> nn.Module:
-    """One round: weights +1 on D minus D_c (class-balanced with cfg.balance), -lambda on D_c."""
+    """One round: weights +1 on D minus D_c, -lambda on D_c."""
     weights = torch.ones(len(images))
-    if cfg.balance:
-        weights = learn_weights(labels, clean_set)
     weights[clean_set] = -cfg.lam
     train_cfg = TrainConfig(epochs=cfg.epochs_per_round, min_steps=0, batch_size=cfg.batch_size, lr=cfg.lr,
                             schedule="constant",
