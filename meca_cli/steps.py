@@ -387,11 +387,12 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
                                state_path=state, state_tag=step.fingerprint,
                                on_round=lambda r: info(f"enhance: round {r.round}/{cfg.rounds}: "
                                                        f"unlearned {r.clean_set}, agreement {r.agreement:.3f}"))
-        write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
-                  ((r.round, r.rho, r.clean_set, r.agreement) for r in logs))
-        save_model(Path(out) / "model.safetensors", net,
-                   ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
-        state.unlink(missing_ok=True)
+        if dist.is_primary():
+            write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
+                      ((r.round, r.rho, r.clean_set, r.agreement) for r in logs))
+            save_model(Path(out) / "model.safetensors", net,
+                       ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
+            state.unlink(missing_ok=True)
         return ["model.safetensors", "rounds.csv"], {"rounds": [r.to_dict() for r in logs]}
 
     return _run(step, common.force, work, str(device))

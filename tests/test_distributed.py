@@ -44,3 +44,23 @@ def test_two_process_training_runs(runner, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "t" / "manifest.json").is_file() and (tmp_path / "t" / "model.safetensors").is_file()
     assert not (tmp_path / "t" / "train_state.safetensors").exists()
+
+
+def test_two_process_enhancement_runs_and_only_rank0_writes(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=8, poison=3)
+    common = ["--image-size", "16", "--batch-size", "4", "--device", "cpu"]
+    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "1", *common]).exit_code == 0
+    seed = tmp_path / "seed.idx"
+    seed.write_text("0\n8\n16\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    proc = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", "-m", "meca_cli", "enhance", str(data),
+                           "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed", str(seed),
+                           "-o", str(tmp_path / "e"), "--rounds", "2", *common], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "e"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors", "rounds.csv"]
+    assert len((out / "rounds.csv").read_text().splitlines()) == 3

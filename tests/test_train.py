@@ -114,3 +114,21 @@ def test_small_folders_get_more_epochs():
     assert effective_epochs(TrainConfig(epochs=20, min_steps=600), steps_per_epoch=79) == 20
     assert effective_epochs(TrainConfig(epochs=20, min_steps=600), steps_per_epoch=16) == 38
     assert effective_epochs(TrainConfig(epochs=3, min_steps=0), steps_per_epoch=1) == 3
+
+
+def test_compile_is_opt_in_and_checkpoints_keep_their_keys(monkeypatch, tmp_path):
+    from meca_cli.core.device import prepare_model, stage
+    from meca_cli.core.models import build_model
+    from meca_cli.store.checkpoint import ModelMeta, load_tensors, save_model
+
+    cpu = torch.device("cpu")
+    model = build_model("smallcnn", 3, 16)
+    keys = set(model.state_dict())
+    assert prepare_model(model, cpu) is model  # no compiling unless asked
+    monkeypatch.setenv("MECA_COMPILE", "1")
+    compiled = prepare_model(model, cpu)
+    assert hasattr(compiled, "_orig_mod") and set(compiled.state_dict()) != keys  # the wrapper renames them ...
+    save_model(tmp_path / "m.safetensors", compiled, ModelMeta("smallcnn", ["a", "b", "c"], 16))
+    assert set(load_tensors(tmp_path / "m.safetensors")[0]) == keys  # ... and the checkpoint does not
+    images = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
+    assert stage(images, cpu) is images  # on the CPU the data stays where it is

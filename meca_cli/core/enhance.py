@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from meca_cli.config import EnhanceConfig, ScoreConfig, TrainConfig
+from meca_cli.core import dist
 from meca_cli.core.partition import rho_schedule, top_fraction
 from meca_cli.core.scoring import kl_scores
 from meca_cli.core.train import fit, predict_logits
@@ -68,7 +69,10 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
         if t == 0:
             clean_set = seed_clean
         else:
-            scores = kl_scores(model, images, labels, score_cfg, device)
+            # Under torchrun each rank scores its shard and all ranks get the joined scores.
+            start_i, stop_i = dist.shard_range(len(images), dist.rank(), dist.world_size())
+            scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
+                                        len(images))
             clean_set = top_fraction(scores.kl, rhos[t])
         model = enhance_round(model, images, labels, clean_set, cfg, device, t)
         agreement = float((predict_logits(model, images, device).argmax(1) == labels).float().mean())
@@ -76,7 +80,7 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
         logs.append(log)
         if on_round is not None:
             on_round(log)
-        if state_path is not None:
+        if state_path is not None and dist.is_primary():
             save_tensors(state_path, model.state_dict(),
                          {"tag": state_tag, "rounds": json.dumps([r.to_dict() for r in logs])})
     return model, logs

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.config import ScoreConfig
-from meca_cli.core.device import autocast, prepare_model, to_float
+from meca_cli.core.device import autocast, prepare_model, stage, to_float
 
 
 @dataclass
@@ -76,6 +76,7 @@ def kl_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg:
 
     stop = len(images) if stop is None else stop
     model = prepare_model(model, device).eval()
+    images = stage(images, device)
     corners = patch_positions(len(images), images.shape[-1], cfg)
     parts: list[tuple[torch.Tensor, ...]] = []
     with progress("score", stop - start) as bar:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.core.augment import flip_crop
-from meca_cli.core.device import autocast, prepare_model, to_float
+from meca_cli.core.device import autocast, prepare_model, stage, to_float
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
 
@@ -131,6 +131,7 @@ def fit(
     from meca_cli.console import progress
 
     model = prepare_model(model, device)
+    images = stage(images, device)
     opt = make_optimizer(model, cfg)
     start = load_state(state_path, model, opt, state_tag) if state_path else 0
     train_model = dist.wrap_ddp(model, device)
@@ -185,6 +186,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
                    indices: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (float32, CPU) for images[indices] in eval mode."""
     model = prepare_model(model, device).eval()
+    images = stage(images, device)
     pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
     out = []
     for start in range(0, len(pool), batch_size):
