@@ -23,7 +23,7 @@ from meca_cli.errors import ArtifactError
 from meca_cli.store.artifacts import atomic_path, atomic_write_text, read_csv
 
 GRID = 40  # images per grid
-TILE = 64  # pixels per image in a grid
+TILE = 96  # pixels per image in a grid: 3x a 32-pixel image, so a few-pixel trigger is plain to see
 COLOURS = {"suspected": (214, 69, 65), "clean": (66, 133, 244), "poison": (214, 69, 65), "cover": (244, 180, 0)}
 
 
@@ -38,7 +38,7 @@ def image_grid(images: torch.Tensor, captions: list[str], columns: int = 10) -> 
         x, y = 4 + c * (TILE + 4), 4 + r * (TILE + cap_h + 4)
         tile = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy(), "RGB").resize((TILE, TILE), Image.NEAREST)
         canvas.paste(tile, (x, y))
-        draw.text((x, y + TILE + 1), caption[:11], fill=(40, 40, 40))
+        draw.text((x, y + TILE + 1), caption[:16], fill=(40, 40, 40))
     return canvas
 
 
@@ -116,12 +116,12 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     # Most suspicious first: the enhanced model's confidence in the label, then the lowest KL.
     order = sorted(sus_idx.tolist(), key=lambda i: (-float(conf[i]), float(kl[i])))[:GRID]
     figures["suspects"] = image_grid(dataset.images[order] if order else dataset.images[:0],
-                                     [f"{i} {classes[int(labels[i])][:6]}" for i in order])
+                                     [f"{i} {classes[int(labels[i])][:10]}" for i in order])
     cleared = (~suspected).nonzero().squeeze(1)
     gen = torch.Generator().manual_seed(seed)
     pick = cleared[torch.randperm(len(cleared), generator=gen)[:GRID]].tolist() if len(cleared) else []
     figures["cleared"] = image_grid(dataset.images[pick] if pick else dataset.images[:0],
-                                    [f"{i} {classes[int(labels[i])][:6]}" for i in pick])
+                                    [f"{i} {classes[int(labels[i])][:10]}" for i in pick])
     figures["kl_by_verdict"] = histogram({"clean": kl[~suspected], "suspected": kl[suspected]},
                                          "KL score by verdict")
     if ground_truth is not None:
