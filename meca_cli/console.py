@@ -49,6 +49,18 @@ def emit_json(payload: dict) -> None:
     sys.stdout.flush()
 
 
+def summary_table(rows: list[tuple[str, object]], title: str) -> None:
+    """A short Rich table for people, on stderr (so stdout stays a clean result); not with --quiet."""
+    if _quiet or not _primary():
+        return
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2))
+    for key, value in rows:
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    err.print(table)
+
+
 def emit_table(rows: list[tuple[str, object]], title: str | None = None) -> None:
     """Human output on stdout: a two-column key/value table (plain text, pipe-friendly)."""
     width = max((len(k) for k, _ in rows), default=0)

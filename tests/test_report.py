@@ -14,7 +14,12 @@ def test_sanitize_writes_a_self_contained_report(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12, poison=4)
     run = tmp_path / "run"
-    assert runner.invoke(app, ["sanitize", str(data), "--out", str(run), *FAST]).exit_code == 0
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(run), *FAST])
+    assert r.exit_code == 0
+    # The summary is for people, on stderr, and points at the report; stdout stays empty.
+    assert r.stdout == "" and "dataset verdict" in r.stderr and "report.html" in r.stderr
+    csv_out = runner.invoke(app, ["sanitize", str(data), "--out", str(run), "--format", "csv", *FAST]).stdout
+    assert csv_out == (run / "verdicts.csv").read_text(encoding="utf-8")
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page  # nothing fetched from a network
     for name in ("suspects", "cleared", "kl_by_verdict", "suspects_per_class", "rounds"):

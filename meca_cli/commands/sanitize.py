@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -54,13 +55,15 @@ def sanitize(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Find the poisoned samples in DATA and train a clean model on it: every MeCa step, chained
-    and resumable. Writes OUT/<step>/..., OUT/verdicts.csv and OUT/report.json."""
+    and resumable. Writes OUT/<step>/..., OUT/verdicts.csv, OUT/report.json and OUT/report.html.
+    A short summary goes to stderr; --format json prints the full result on stdout, --format
+    csv the per-image verdicts."""
     if unlearn not in ("ascent", "uniform"):
         raise typer.BadParameter("choose ascent or uniform", param_hint="--unlearn")
     if split_rule not in ("agreement", "confidence"):
         raise typer.BadParameter("choose agreement or confidence", param_hint="--split-rule")
     from meca_cli import steps
-    from meca_cli.console import emit_json, emit_table, info
+    from meca_cli.console import emit_json, emit_table, info, summary_table
     from meca_cli.pipeline import sanitize as run_pipeline
 
     cfg = SanitizeConfig(
@@ -75,17 +78,20 @@ def sanitize(
     common = steps.Common(device, image_size, cache_dir, force, skip_bad)
     result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)
     report = result.report
+    if report:
+        v = report["dataset_verdict"]
+        summary_table([("dataset verdict", v["verdict"] + (f" (class {v['suspected_class_name']})"
+                                                          if v.get("suspected_class_name") else "")),
+                       ("suspected", f"{report['suspected']} of {report['samples']}"),
+                       ("estimated poison fraction", f"{v['estimated_poison_fraction']:.2%}"),
+                       ("minutes", f"{sum(s or 0 for s in report['seconds'].values()) / 60:.1f}"),
+                       ("final model", report["final_model"]),
+                       ("report", str(out / "report.html"))], title=f"meca sanitize: {data}")
     if fmt is Format.json:
         emit_json({"run": str(out), "steps": [s.to_dict() for s in result.steps], "report": report})
-    elif report:
-        v = report["dataset_verdict"]
-        emit_table([("samples", report["samples"]), ("suspected", report["suspected"]),
-                    ("dataset verdict", v["verdict"]), ("concentration", v["concentration"]),
-                    ("estimated poison fraction", v["estimated_poison_fraction"]),
-                    ("suspected class", v.get("suspected_class_name", "-")),
-                    ("final model", report["final_model"]), ("verdicts", str(out / "verdicts.csv"))]
-                   + [(f"seconds {k}", s) for k, s in report["seconds"].items()], title=f"sanitize: {data}")
-    else:
+    elif fmt is Format.csv and report:
+        sys.stdout.write((out / "verdicts.csv").read_text(encoding="utf-8"))
+    elif not report:
         emit_table([(s.name, "up to date" if s.skipped else f"{s.seconds:.1f}s") for s in result.steps],
                    title=f"sanitize: stopped after {until}")
     if fail_over is not None and report:
