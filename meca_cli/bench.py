@@ -77,15 +77,23 @@ def locate_cifar10(source: Path, unpack_to: Path) -> Path:
     return root
 
 
+def protocol_label(protocol: Protocol, epochs: int | None = None, per_class: int | None = None) -> tuple[str, Protocol]:
+    """The name runs are stored under (and their work folder), and the effective protocol:
+    the protocol's own name, or with the overrides of a reduced protocol in brackets."""
+    proto = replace(protocol, epochs=epochs or protocol.epochs,
+                    per_class=per_class if per_class is not None else protocol.per_class)
+    if proto == protocol:
+        return protocol.name, proto
+    return f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}]", proto
+
+
 def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
               common: steps.Common, epochs: int | None = None, per_class: int | None = None,
               label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True) -> dict:
     """Run every (attack, seed) not yet in `results`; write results after each run."""
     root = locate_cifar10(data, work / "cifar10-src")
-    proto = replace(protocol, epochs=epochs or protocol.epochs,
-                    per_class=per_class if per_class is not None else protocol.per_class)
-    name = label or (protocol.name if proto == protocol else
-                     f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}]")
+    name, proto = protocol_label(protocol, epochs, per_class)
+    name = label or name
     base = cfg or SanitizeConfig()
     cfg = replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs))
     table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}

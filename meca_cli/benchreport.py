@@ -185,13 +185,16 @@ def render_all(result_files: list[Path]) -> str:
             peer_attacks = sorted({r["attack"] for r in peers_by_protocol[name]},
                                   key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
             peer_names = sorted({d for r in peers_by_protocol[name] for d in r.get("defences", {})})
+            peer_seeds = sorted({r["seed"] for r in peers_by_protocol[name]})
+            reserved = sorted({d["clean_samples"] for r in peers_by_protocol[name]
+                               for d in r.get("defences", {}).values() if "clean_samples" in d})
             out += [f"### Peer defences on the same runs ({name})", "",
                     "Each defence repairs the run's no-defence model. FineTuning and FinePruning get a reserved "
-                    "clean set: a seeded, class-balanced 5 % of the training-set size (500 images) drawn from "
-                    "CIFAR-10 training images outside the run's subset, never poisoned; MeCa and CLP use no "
-                    "clean data.", "",
+                    "clean set: a seeded, class-balanced 5 % of the training-set size "
+                    f"({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images outside "
+                    "the run's subset, never poisoned; MeCa and CLP use no clean data.", "",
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
-                    f"--seeds {','.join(map(str, seeds))} --defences {','.join(peer_names)}`", ""]
+                    f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]
     if perf is not None:
         out += perf_section(perf)

@@ -18,15 +18,19 @@ from pathlib import Path
 import typer
 
 
-def _option_names(command) -> dict[str, str]:
-    """Every spelling of each option of `command` -> the parameter's name."""
+def _option_names(command) -> dict[str, tuple[str, bool]]:
+    """Every spelling of each option of `command` -> (parameter name, negated). The second
+    name of an on/off flag (`--no-augment`) sets the parameter to the opposite value."""
     names = {}
     for param in command.params:
         if param.param_type_name == "option" and param.name != "help":
-            for opt in param.opts + param.secondary_opts:
+            for opt in param.opts:
                 if opt.startswith("--"):
-                    names[opt[2:].replace("-", "_")] = param.name
-            names[param.name] = param.name
+                    names[opt[2:].replace("-", "_")] = (param.name, False)
+            for opt in param.secondary_opts:
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = (param.name, True)
+            names.setdefault(param.name, (param.name, False))
     return names
 
 
@@ -49,9 +53,12 @@ def load_defaults(path: Path, ctx: typer.Context) -> dict[str, dict]:
         known = _option_names(command)
         defaults[name] = {}
         for key, value in values.items():
-            param = known.get(key.lstrip("-").replace("-", "_"))
-            if param is None:
+            found = known.get(key.lstrip("-").replace("-", "_"))
+            if found is None:
                 raise typer.BadParameter(f"{path}: [{name}] has no option {key!r} "
                                          f"(see 'meca {name} --help')", param_hint="--config")
-            defaults[name][param] = value
+            param, negated = found
+            if negated and not isinstance(value, bool):
+                raise typer.BadParameter(f"{path}: [{name}] {key} takes true or false", param_hint="--config")
+            defaults[name][param] = (not value) if negated else value
     return defaults

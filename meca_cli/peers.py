@@ -28,6 +28,11 @@ RESERVED_FRACTION = 0.05
 def reserved_clean(train_src: Path, per_class: int, seed: int, common: steps.Common,
                    fraction: float = RESERVED_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of the reserved clean set for the run (per_class, seed)."""
+    from meca_cli.errors import ConfigError, DataError
+
+    if per_class is None:
+        raise ConfigError("the reserved clean set is drawn from training images outside the run's subset, "
+                          "and this protocol trains on all of them", hint="run peer defences on cifar10-small")
     source = steps.open_data(train_src, common)
     classes = len(source.classes)
     outside = torch.ones(len(source), dtype=torch.bool)
@@ -35,7 +40,9 @@ def reserved_clean(train_src: Path, per_class: int, seed: int, common: steps.Com
     pool = outside.nonzero().squeeze(1)
     per = max(1, round(fraction * per_class))
     pick = pool[poisoning.balanced_subset(source.labels[pool], per, seed + 1)]
-    assert len(pick) == per * classes
+    if len(pick) != per * classes:
+        raise DataError(f"{train_src}: too few images outside the run's subset for a reserved clean set "
+                        f"of {per} per class")
     return source.images[pick], source.labels[pick]
 
 
@@ -60,9 +67,13 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
     table = json.loads(results.read_text()) if results.is_file() else {"meca_defences_version": "1", "runs": []}
     device = steps.device_of(common)
     clean_test = steps.open_data(root / "test", common)
-    for run in bench_table["runs"]:
-        if run["protocol"] != protocol or run["attack"] not in attacks or run["seed"] not in seeds:
-            continue
+    selected = [r for r in bench_table["runs"]
+                if r["protocol"] == protocol and r["attack"] in attacks and r["seed"] in seeds]
+    if not selected:
+        from meca_cli.console import warn
+
+        warn(f"defences: no finished {protocol} run matches --attacks/--seeds; run the benchmark first")
+    for run in selected:
         key = {"protocol": protocol, "attack": run["attack"], "seed": run["seed"]}
         entry = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
         if entry is None:
@@ -76,16 +87,15 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
         trig_dir = folder / "data" / "test-triggered"
         triggered = steps.open_data(trig_dir, common, min_classes=1) if trig_dir.is_dir() else None
         target = (run.get("no_defence") or {}).get("target")
-        for name in defences:
-            if name in entry["defences"]:
-                continue
+        todo = [name for name in defences if name not in entry["defences"]]
+        clean = reserved_clean(root / "train", run["per_class"], run["seed"], common) \
+            if any(NEEDS_CLEAN_DATA[name] for name in todo) else None
+        for name in todo:
             info(f"defences: {name} on {run['attack']} seed {run['seed']}")
             started = time.monotonic()
-            clean = reserved_clean(root / "train", run["per_class"], run["seed"], common) \
-                if NEEDS_CLEAN_DATA[name] else None
             model, meta = load_model(checkpoint, device)
             torch.manual_seed(run["seed"])
-            model, notes = apply_defence(name, model, clean, device)
+            model, notes = apply_defence(name, model, clean if NEEDS_CLEAN_DATA[name] else None, device)
             seconds = time.monotonic() - started
             entry["defences"][name] = {**model_metrics(model, meta, clean_test, triggered, target, device), **notes,
                                        "seconds": round(seconds, 2)}

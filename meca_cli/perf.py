@@ -9,7 +9,8 @@ Every figure comes from one invocation on this machine, written to the results J
 - growth: sanitize and train wall time and peak memory at several folder sizes;
 - DDP: `meca train` under torchrun with 1 and 2 CPU processes.
 
-Commands run as child processes so each one's peak memory (ru_maxrss) is its own.
+Commands run as child processes, so each one's peak memory (VmHWM, sampled) is its own,
+with the folder's decode cache made beforehand so neither side of a ratio pays for it.
 """
 
 from __future__ import annotations
@@ -47,23 +48,31 @@ def _peak_rss_mib(pid: int) -> float | None:
 def _run_child(args: list[str], env: dict | None = None, parse_json: bool = True) -> dict:
     """Run a command; its wall seconds, peak resident memory (MiB, sampled every 0.1 s) and JSON stdout."""
     started = time.monotonic()
+    child_env = {k: v for k, v in os.environ.items() if k != "MECA_CONFIG"}  # measure the shipped defaults
     with subprocess.Popen(args, stdout=subprocess.PIPE if parse_json else subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}) as proc:
+                          stderr=subprocess.PIPE, env={**child_env, **(env or {})}) as proc:
         peak = 0.0
         output = []
-        if parse_json:  # drain stdout beside the sampling so the child never blocks on a full pipe
-            import threading
+        errors: list[bytes] = []
+        import threading  # drain the pipes beside the sampling so the child never blocks on a full one
 
-            reader = threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True)
+        readers = [threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)]
+        if parse_json:
+            readers.append(threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True))
+        for reader in readers:
             reader.start()
         while proc.poll() is None:
             peak = max(peak, _peak_rss_mib(proc.pid) or 0.0)
             time.sleep(0.1)
-        if parse_json:
+        for reader in readers:
             reader.join()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:4])}... failed with exit code {proc.returncode}")
+        from meca_cli.errors import MecaError
+
+        command = next((a for a in args if a in ("train", "sanitize")), args[0])
+        tail = (errors[0] if errors else b"").decode(errors="replace").strip().splitlines()[-3:]
+        raise MecaError(f"perf: 'meca {command}' failed with exit code {proc.returncode}: {' / '.join(tail)}")
     stdout = output[0] if output else b""
     return {"seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
             "result": json.loads(stdout) if stdout.strip() else None}
@@ -74,16 +83,19 @@ def _meca(*args: str) -> list[str]:
 
 
 def make_folder(cifar_train: Path, out: Path, per_class: int, common: steps.Common, seed: int = 0) -> Path:
-    """A BadNet-poisoned (5 %) class-balanced CIFAR-10 subset, written once."""
+    """A BadNet-poisoned (5 %) class-balanced CIFAR-10 subset, written once, its decode
+    cache made (so the first command timed on it does not pay for decoding)."""
     if not (out / "ground_truth.csv").is_file():
         source = steps.open_data(cifar_train, common)
         subset = poisoning.balanced_subset(source.labels, per_class, seed)
         poisoning.write_poisoned(source, out, AttackConfig(name="badnet", rate=0.05, target=1, seed=seed), subset)
+    steps.open_data(out, common)
     return out
 
 
 def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str]) -> dict:
-    """Wall time of sanitize and of a plain train on the same folder and settings."""
+    """Wall time of sanitize and of a plain train on the same folder and settings (both
+    find the folder's decode cache ready)."""
     opts = [*(["--epochs", str(epochs)] if epochs else []), "--device", "cpu", "--format", "json", *extra]
     train = _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))
     sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts))
@@ -189,6 +201,12 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
 
         atomic_write_text(results, json.dumps(table, indent=2) + "\n")
 
+    if not sizes:
+        from meca_cli.errors import ConfigError
+
+        raise ConfigError("--sizes: give at least one size (images per class)")
+    if common.cache_dir is not None:
+        os.environ["MECA_CACHE_DIR"] = str(common.cache_dir)  # the children read the caches made here
     os.environ.setdefault("MECA_MIN_STEPS", "0")  # growth and DDP runs do exactly the epochs they state
     folder = lambda k: make_folder(cifar_root / "train", work / f"data-{k}", k, common)  # noqa: E731
     if "path" in parts and "data_path" not in table:

@@ -155,6 +155,9 @@ def export_plan(verdicts: Path, paths: list[str], classes: int, mode: str) -> li
         seen.add(index)
         if mode == "relabeled" or row["verdict"] == "clean":
             picks.append((index, new_label))
+    if len(seen) != len(paths):
+        raise ArtifactError(f"{verdicts}: holds {len(seen)} of the folder's {len(paths)} samples",
+                            hint="re-run 'meca sanitize' to rewrite it")
     return picks
 
 
@@ -177,6 +180,7 @@ def export_folder(data: Path, run: Path, target: Path, common: steps.Common, mod
     if staging.is_symlink():
         staging.unlink()  # never follow a planted link out of the target's parent
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     for index, new_label in picks:
         src = scan.root / scan.paths[index]
         name = f"{index:07d}{src.suffix.lower()}"  # fresh names: nothing from the input can escape the target

@@ -102,6 +102,7 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     report = json.loads(report_json.read_text(encoding="utf-8"))
     rows = read_csv(run / "split" / "split.csv", ("index", "label", "enhanced_conf", "kl", "verdict"))
     dataset = steps.open_data(data, common)
+    steps.check_same_folder(dataset, run / "split" / "split.csv")  # grids must show the images the run judged
     if len(rows) != len(dataset):
         raise ArtifactError(f"{run}: the run has {len(rows)} samples, {data} holds {len(dataset)}",
                             hint="pass the folder the run was made on")

@@ -378,6 +378,7 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
     device = device_of(common)
 
     def work():
+        dist.init(device)  # before any collective: a resumed run re-scores before its first fit
         net, meta = load_checkpoint(model, dataset, device)
         seed_clean = torch.tensor(read_index_list(clean_seed, limit=len(dataset)), dtype=torch.int64)
         if len(seed_clean) == 0:

@@ -202,9 +202,14 @@ def test_export_stays_inside_its_target_and_exports_the_right_files(runner, tmp_
     # A verdicts table that does not match the folder is refused before anything is copied.
     edited = tmp_path / "verdicts.csv"
     lines = (tmp_path / "run" / "verdicts.csv").read_text().splitlines()
-    edited.write_text("\n".join([lines[0], lines[2].replace("class0/img001.png", "../../etc/passwd"), *lines[3:]]))
-    with pytest.raises(ArtifactError, match="verdicts.csv:2"):
-        export_plan(edited, [r.split(",")[1] for r in rows], 2, "relabeled")
+    paths = [r.split(",")[1] for r in rows]
+    edited.write_text("\n".join([lines[0], lines[1], lines[2].replace("class0/img001.png", "../../etc/passwd"),
+                                  *lines[3:]]))
+    with pytest.raises(ArtifactError, match="verdicts.csv:3"):
+        export_plan(edited, paths, 2, "relabeled")
+    edited.write_text("\n".join([lines[0], *lines[2:]]))  # a row missing: not every sample would be exported
+    with pytest.raises(ArtifactError, match="holds 11 of the folder's 12 samples"):
+        export_plan(edited, paths, 2, "relabeled")
 
 
 def test_run_dir_of_another_version_and_mismatched_architecture(runner, tmp_path, tiny_folder):

@@ -102,11 +102,12 @@ def test_config_file_sets_defaults_and_flags_win(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=2, per_class=4)
     config = tmp_path / "meca.toml"
-    config.write_text('[train]\nepochs = 2\nimage-size = 16\n"--batch-size" = 4\nformat = "json"\n')
+    config.write_text('[train]\nepochs = 2\nimage-size = 16\n"--batch-size" = 4\nformat = "json"\nno-augment = true\n')
     r = runner.invoke(app, ["--config", str(config), "train", str(data), "-o", str(tmp_path / "a")])
     assert r.exit_code == 0, r.stderr
     params = _json.loads((tmp_path / "a" / "manifest.json").read_text())["params"]
     assert (params["epochs"], params["image_size"], params["batch_size"]) == (2, 16, 4)
+    assert params["augment"] is False  # the negated spelling of an on/off flag sets it off
     assert _json.loads(r.stdout)["summary"]["epochs"] == 2  # format = "json" applied too
     r = runner.invoke(app, ["--config", str(config), "train", str(data), "-o", str(tmp_path / "b"), "--epochs", "1"])
     assert r.exit_code == 0

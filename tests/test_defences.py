@@ -95,3 +95,16 @@ def test_reserved_clean_set_is_balanced_and_outside_the_run_subset(tmp_path):
     subset = poisoning.balanced_subset(source.labels, 20, 0)
     as_rows = {tuple(img.flatten()[:64].tolist()) for img in source.images[subset]}
     assert not any(tuple(img.flatten()[:64].tolist()) in as_rows for img in images)  # never a training image
+
+
+def test_finepruning_refuses_a_resnet_instead_of_pruning_nothing():
+    import pytest
+
+    from meca_cli.defences.finetuning import last_pruneable_bn
+    from meca_cli.errors import ConfigError
+
+    model = _model()
+    assert last_pruneable_bn(model) is conv_bn_pairs(model)[-1][2]
+    assert last_pruneable_bn(build_model("mobilenetv2", 3, 16)) is not None
+    with pytest.raises(ConfigError, match="shortcut"):
+        last_pruneable_bn(build_model("resnet18", 3, 16))

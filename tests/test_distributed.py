@@ -46,7 +46,7 @@ def test_two_process_training_runs(runner, tmp_path):
     assert not (tmp_path / "t" / "train_state.safetensors").exists()
 
 
-def test_two_process_enhancement_runs_and_only_rank0_writes(runner, tmp_path):
+def test_two_process_enhancement_completes_with_sharded_rescoring(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=8, poison=3)
     common = ["--image-size", "16", "--batch-size", "4", "--device", "cpu"]

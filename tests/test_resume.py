@@ -120,11 +120,14 @@ def test_sanitize_killed_at_random_moments_ends_identical(tmp_path):
         time.sleep(rng.uniform(0.0, 0.4))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            killed_in.append(step)
+            proc.wait()
+            # The step actually interrupted: the first one not marked complete (a fast step
+            # may already be done when the kill lands, and the kill hits a later one).
+            killed_in.append(next(s for s in STEPS if not (run / s / "manifest.json").exists()))
         proc.wait()
         _completed_steps_are_intact(run)  # never a step marked complete over partial outputs
     subprocess.run(_meca("sanitize", str(data), "--out", str(run), *args, env=env), env=env, check=True,
                    capture_output=True)
-    assert len(killed_in) >= len(STEPS) // 2, f"too few interruptions to mean anything: {killed_in}"
+    assert len(set(killed_in)) >= 4, f"interrupted too few distinct steps to mean anything: {killed_in}"
     assert _completed_steps_are_intact(run) == expected
     assert (run / "verdicts.csv").read_bytes() == (tmp_path / "whole" / "verdicts.csv").read_bytes()

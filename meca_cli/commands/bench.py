@@ -20,7 +20,8 @@ def bench(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the protocol's epochs (a reduced protocol).")] = None,
     per_class: Annotated[int | None, typer.Option(min=1, help="Override the protocol's images per class.")] = None,
-    no_defence: Annotated[bool, typer.Option(help="Also train the no-defence baseline.")] = True,
+    no_defence: Annotated[bool, typer.Option("--baseline/--no-baseline",
+                                             help="Also train the no-defence baseline.")] = True,
     work: Annotated[Path, typer.Option(help="Work folder for poisoned data and runs (resumable).")] = Path("benchmarks/work"),
     results: Annotated[Path | None, typer.Option(help="Results JSON [default: benchmarks/results/<protocol>.json].")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Only (re)generate this Markdown file from the results JSON files.")] = None,
@@ -49,6 +50,8 @@ def bench(
         atomic_write_text(markdown, render_all(sorted(Path("benchmarks/results").glob("*.json"))
                                                if results is None else [results]))
         return
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")
     if perf:
         from meca_cli.bench import locate_cifar10
         from meca_cli.perf import run_perf
@@ -67,8 +70,6 @@ def bench(
                  growth_epochs=epochs or 2, ratio_per_class=per_class or PROTOCOLS[protocol].per_class or 1000,
                  ratio_epochs=None, parts=chosen)
         return
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")
     names = list(ALL_RUNS) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
     unknown = [a for a in names if a not in ALL_RUNS]
     if unknown:
@@ -81,7 +82,7 @@ def bench(
     if defences is not None:
         import json
 
-        from meca_cli.bench import locate_cifar10
+        from meca_cli.bench import locate_cifar10, protocol_label
         from meca_cli.defences import DEFENCES
         from meca_cli.peers import run_defences
 
@@ -93,7 +94,7 @@ def bench(
             raise ConfigError(f"{results}: no benchmark results yet", hint="run the benchmark before its defences")
         root = locate_cifar10(data, work / "cifar10-src")
         run_defences(json.loads(results.read_text()), results.with_name(f"{results.stem}-defences.json"),
-                     PROTOCOLS[protocol].name, root, work, names, seed_list, chosen,
+                     protocol_label(PROTOCOLS[protocol], epochs, per_class)[0], root, work, names, seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))
         return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),

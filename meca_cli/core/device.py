@@ -1,8 +1,8 @@
 """Device choice and the per-device speed settings.
 
-On CUDA: bf16 autocast, channels-last, the whole uint8 data set resident on the GPU when
-it fits (else pinned host memory for asynchronous copies), and torch.compile when
-MECA_COMPILE=1. On the CPU every one of these is a no-op: fp32 is faster and exact there.
+On CUDA: bf16 autocast, channels-last, and the whole uint8 data set resident on the GPU
+when it fits (else pinned host memory for asynchronous copies); on the CPU these are
+no-ops (fp32 is faster and exact there). MECA_COMPILE=1 compiles the model on either.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-# Keep this share of the GPU's free memory for activations when placing the data set on it.
+# The data set stays on the GPU only when it takes at most this share of the free memory;
+# the rest is left for the model, its activations and the optimizer.
 RESIDENT_SHARE = 0.5
+_staged: dict = {}  # the last data set staged: (id, data pointer, device) -> its GPU or pinned copy
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -59,10 +61,14 @@ def stage(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     host memory (asynchronous copies); on the CPU, where it is."""
     if device.type != "cuda":
         return images
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() * images.element_size() <= RESIDENT_SHARE * free:
-        return images.to(device)
-    return images.pin_memory()
+    key = (id(images), images.data_ptr(), str(device))
+    if key not in _staged:  # one upload per data set, not one per fit / score / predict call
+        _staged.clear()
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached, reusable
+        fits = images.numel() * images.element_size() <= RESIDENT_SHARE * free
+        _staged[key] = images.to(device) if fits else images.pin_memory()
+    return _staged[key]
 
 
 def to_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -50,8 +50,10 @@ def shard_range(n: int, part: int, parts: int) -> tuple[int, int]:
 
 def gather_scores(scores, n: int):
     """Join every rank's contiguous shard of per-sample scores into the full set, in index order."""
-    if world_size() == 1 or not tdist.is_initialized():
+    if world_size() == 1:
         return scores
+    if not tdist.is_initialized():
+        raise RuntimeError("gather_scores under torchrun needs the process group: call dist.init first")
     parts: list = [None] * world_size()
     tdist.all_gather_object(parts, scores)
     joined = type(scores)(*(torch.cat([getattr(p, f) for p in parts]) for f in ("kl", "pred", "loss", "conf")))

@@ -62,13 +62,28 @@ def mean_activation(model: nn.Module, bn: nn.BatchNorm2d, images: torch.Tensor, 
     return total / len(images)
 
 
+def last_pruneable_bn(model: nn.Module) -> nn.BatchNorm2d:
+    """The batch norm of the last convolution, when a ReLU follows it directly (smallcnn,
+    MobileNetV2): zeroing a channel there silences it. In a ResNet the last block adds its
+    shortcut after the batch norm, so the channel would stay alive: refused, not faked."""
+    from meca_cli.errors import ConfigError
+
+    modules = list(model.modules())
+    _, _, bn = conv_bn_pairs(model)[-1]
+    after = modules[modules.index(bn) + 1] if modules.index(bn) + 1 < len(modules) else None
+    if not isinstance(after, (nn.ReLU, nn.ReLU6)):
+        raise ConfigError("FinePruning needs a last convolution whose batch norm feeds a ReLU directly "
+                          "(smallcnn, mobilenetv2); this architecture adds a shortcut there")
+    return bn
+
+
 def finepruning(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
                 cfg: RepairConfig = RepairConfig()) -> tuple[nn.Module, int]:
     """Prune the last convolution's dormant channels, then fine-tune; returns the model and
     how many channels were pruned."""
     from meca_cli.core.train import fit
 
-    _, _, bn = conv_bn_pairs(model)[-1]
+    bn = last_pruneable_bn(model)
     order = mean_activation(model, bn, images, device).argsort(stable=True)  # most dormant first
     floor = _accuracy(model, images, labels, device) - cfg.max_drop
     saved = (bn.weight.detach().clone(), bn.bias.detach().clone())
