@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,8 +54,7 @@ def _run_child(args: list[str], env: dict | None = None, parse_json: bool = True
                           stderr=subprocess.PIPE, env={**child_env, **(env or {})}) as proc:
         peak = 0.0
         output = []
-        errors: list[bytes] = []
-        import threading  # drain the pipes beside the sampling so the child never blocks on a full one
+        errors: list[bytes] = []  # drain the pipes beside the sampling so the child never blocks on a full one
 
         readers = [threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)]
         if parse_json:
@@ -165,11 +165,11 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
 
 def ddp_timing(data: Path, out: Path, epochs: int, extra: list[str]) -> dict:
     """`meca train` under torchrun with 1 and with 2 CPU processes (gloo)."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    from meca_cli.core.dist import launcher
+
     timings = {}
     for procs in (1, 2):
-        args = [*launcher, "--standalone", f"--nproc_per_node={procs}", "-m", "meca_cli", "train", str(data),
+        args = [*launcher(), "--standalone", f"--nproc_per_node={procs}", "-m", "meca_cli", "train", str(data),
                 "-o", str(out / f"ddp-{procs}"), "--force", "--epochs", str(epochs), "--device", "cpu", *extra]
         child = _run_child(args, env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))},
                            parse_json=False)

@@ -2,12 +2,11 @@
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
 from meca_cli.cli import app
+from meca_cli.core.dist import launcher as dist_launcher
 from meca_cli.steps import read_scores
 from tests.conftest import make_image_folder
 
@@ -19,8 +18,7 @@ def test_two_process_scoring_equals_single_process(runner, tmp_path):
     assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "1", *common]).exit_code == 0
     model = str(tmp_path / "t" / "model.safetensors")
     assert runner.invoke(app, ["score", str(data), "-m", model, "-o", str(tmp_path / "one"), *common]).exit_code == 0
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = dist_launcher()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", "-m", "meca_cli", "score", str(data),
                            "-m", model, "-o", str(tmp_path / "two"), *common], env=env, capture_output=True, text=True,
@@ -36,8 +34,7 @@ def test_two_process_training_runs(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = dist_launcher()
     proc = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", "-m", "meca_cli", "train", str(data),
                            "-o", str(tmp_path / "t"), "--epochs", "2", "--image-size", "16", "--batch-size", "4",
                            "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
@@ -54,8 +51,7 @@ def test_two_process_enhancement_completes_with_sharded_rescoring(runner, tmp_pa
     seed = tmp_path / "seed.idx"
     seed.write_text("0\n8\n16\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = dist_launcher()
     proc = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", "-m", "meca_cli", "enhance", str(data),
                            "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed", str(seed),
                            "-o", str(tmp_path / "e"), "--rounds", "2", *common], env=env, capture_output=True, text=True,

@@ -11,6 +11,15 @@ import torch
 import torch.distributed as tdist
 
 
+def launcher() -> list[str]:
+    """The command that starts torchrun from this Python environment."""
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
