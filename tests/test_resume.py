@@ -11,6 +11,35 @@ from safetensors.torch import load_file
 
 from tests.conftest import make_image_folder
 
+# Runs meca with os.replace (the commit point of every atomic write) wrapped: it logs each
+# destination, and SIGKILLs the process just before or after the chosen write. Killing at
+# write boundaries makes the test independent of machine speed.
+_CRASH_AT_WRITE = """
+import os, signal, sys
+from meca_cli.__main__ import main
+log, target, occurrence, when = os.environ.get("MECA_TEST_WRITES_LOG"), os.environ.get("MECA_TEST_KILL_AT"), \\
+    int(os.environ.get("MECA_TEST_KILL_OCCURRENCE", "0")), os.environ.get("MECA_TEST_KILL_WHEN", "before")
+run = os.environ["MECA_TEST_RUN"]
+seen = {}
+real_replace = os.replace
+def replace(src, dst):
+    rel = os.path.relpath(dst, run)
+    seen[rel] = seen.get(rel, 0) + 1
+    hit = rel == target and seen[rel] == occurrence
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+    if log:
+        with open(log, "a") as fh:
+            fh.write(rel + "\\n")
+    if hit:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+sys.argv[0] = "meca"
+main()
+"""
+
+
 ARGS = ["--epochs", "6", "--image-size", "16", "--batch-size", "8", "--device", "cpu"]
 
 
@@ -40,13 +69,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, step):
     subprocess.run(cmd(whole), env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (killed / state_name).exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (killed / state_name).exists(), "the step finished before it could be interrupted"
+    crashed = subprocess.run(_crash_at_write(cmd(killed)), capture_output=True,
+                             env={**env, "MECA_TEST_RUN": str(killed), "MECA_TEST_KILL_AT": state_name,
+                                  "MECA_TEST_KILL_OCCURRENCE": "2", "MECA_TEST_KILL_WHEN": "after"})
+    assert crashed.returncode == -signal.SIGKILL, "the step finished before its second saved state"
     assert not (killed / "manifest.json").exists()  # never marked complete over partial outputs
     subprocess.run(cmd(killed), env=env, check=True, capture_output=True)
     assert (killed / "manifest.json").exists()
@@ -54,6 +80,12 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, step):
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key] == b[key]).all(), key
+
+
+def _crash_at_write(command: list[str]) -> list[str]:
+    """The same meca command, run under the _CRASH_AT_WRITE wrapper."""
+    assert command[:3] == [sys.executable, "-m", "meca_cli"]
+    return [sys.executable, "-c", _CRASH_AT_WRITE, *command[3:]]
 
 
 def test_sigint_stops_cleanly_with_130_and_resumes(tmp_path):
@@ -92,42 +124,43 @@ def _completed_steps_are_intact(run) -> dict[str, dict[str, str]]:
     return hashes
 
 
-def test_sanitize_killed_at_random_moments_ends_identical(tmp_path):
-    """SIGKILL inside every step, at a seeded random moment after it starts; each re-run
-    resumes, and the finished run's artifacts are bitwise those of an uninterrupted run."""
+def test_sanitize_killed_inside_every_step_ends_identical(tmp_path):
+    """SIGKILL inside every step of sanitize, just before or after a seeded random one of its
+    writes; each re-run resumes, and the finished run's artifacts are bitwise those of an
+    uninterrupted run."""
     import random
 
     from meca_cli.pipeline import STEPS
 
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12, poison=4)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["--epochs", "4", "--rounds", "3", "--finetune-epochs", "2", "--image-size", "16", "--batch-size", "4",
             "--device", "cpu"]
-    subprocess.run(_meca("sanitize", str(data), "--out", str(tmp_path / "whole"), *args, env=env), env=env,
-                   check=True, capture_output=True)
-    expected = _completed_steps_are_intact(tmp_path / "whole")
+
+    def sanitize(run, **kill):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MECA_TEST_RUN": str(run), **kill}
+        return subprocess.run(_crash_at_write(_meca("sanitize", str(data), "--out", str(run), *args, env=env)),
+                              env=env, capture_output=True, text=True)
+
+    whole = tmp_path / "whole"
+    log = tmp_path / "writes.log"
+    done = sanitize(whole, MECA_TEST_WRITES_LOG=str(log))
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = _completed_steps_are_intact(whole)
+    writes = log.read_text().splitlines()
 
     run = tmp_path / "killed"
     rng = random.Random(1234)
-    killed_in = []
     for step in STEPS:
-        proc = subprocess.Popen(_meca("sanitize", str(data), "--out", str(run), *args, env=env), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 300
-        while not (run / step).exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            # The step actually interrupted: the first one not marked complete (a fast step
-            # may already be done when the kill lands, and the kill hits a later one).
-            killed_in.append(next(s for s in STEPS if not (run / s / "manifest.json").exists()))
-        proc.wait()
+        in_step = [(rel, writes[: i + 1].count(rel)) for i, rel in enumerate(writes) if rel.startswith(step + os.sep)]
+        assert in_step, f"step {step} wrote nothing"
+        target, occurrence = rng.choice(in_step)
+        when = rng.choice(["before", "after"])
+        killed = sanitize(run, MECA_TEST_KILL_AT=target, MECA_TEST_KILL_OCCURRENCE=str(occurrence),
+                          MECA_TEST_KILL_WHEN=when)
+        assert killed.returncode == -signal.SIGKILL, f"{step}: no kill at {when} {target} #{occurrence}"
         _completed_steps_are_intact(run)  # never a step marked complete over partial outputs
-    subprocess.run(_meca("sanitize", str(data), "--out", str(run), *args, env=env), env=env, check=True,
-                   capture_output=True)
-    assert len(set(killed_in)) >= 4, f"interrupted too few distinct steps to mean anything: {killed_in}"
+    resumed = sanitize(run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _completed_steps_are_intact(run) == expected
-    assert (run / "verdicts.csv").read_bytes() == (tmp_path / "whole" / "verdicts.csv").read_bytes()
+    assert (run / "verdicts.csv").read_bytes() == (whole / "verdicts.csv").read_bytes()
