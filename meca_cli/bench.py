@@ -46,6 +46,7 @@ class Protocol:
     arch: str
     epochs: int
     note: str
+    min_steps: int | None = None  # the training recipe's step floor; None keeps TrainConfig's
 
 
 PROTOCOLS = {
@@ -77,25 +78,30 @@ def locate_cifar10(source: Path, unpack_to: Path) -> Path:
     return root
 
 
-def protocol_label(protocol: Protocol, epochs: int | None = None, per_class: int | None = None) -> tuple[str, Protocol]:
+def protocol_label(protocol: Protocol, epochs: int | None = None, per_class: int | None = None,
+                   min_steps: int | None = None) -> tuple[str, Protocol]:
     """The name runs are stored under (and their work folder), and the effective protocol:
     the protocol's own name, or with the overrides of a reduced protocol in brackets."""
     proto = replace(protocol, epochs=epochs or protocol.epochs,
-                    per_class=per_class if per_class is not None else protocol.per_class)
+                    per_class=per_class if per_class is not None else protocol.per_class,
+                    min_steps=min_steps if min_steps is not None else protocol.min_steps)
     if proto == protocol:
         return protocol.name, proto
-    return f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}]", proto
+    floor = f",min_steps={proto.min_steps}" if proto.min_steps is not None else ""
+    return f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}{floor}]", proto
 
 
 def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
               common: steps.Common, epochs: int | None = None, per_class: int | None = None,
-              label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True) -> dict:
+              label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True,
+              min_steps: int | None = None) -> dict:
     """Run every (attack, seed) not yet in `results`; write results after each run."""
     root = locate_cifar10(data, work / "cifar10-src")
-    name, proto = protocol_label(protocol, epochs, per_class)
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
     name = label or name
     base = cfg or SanitizeConfig()
-    cfg = replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs))
+    floor = {"min_steps": proto.min_steps} if proto.min_steps is not None else {}
+    cfg = replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs, **floor))
     table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}
     for seed in seeds:
         for attack in attacks:

@@ -142,6 +142,18 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
                    else peers[(r["attack"], r["seed"])].get(source) for r in rs]
             cells += [_cell([_get(g, "accuracy") for g in got]), _cell([_get(g, "asr") for g in got])]
         rows.append("| " + " | ".join(cells) + " |")
+    detectors = [n for n in names if any("recall" in d.get(n, {}) for d in peers.values())]
+    if detectors:
+        rows += ["", "Detection by the defences that isolate samples (poison recall % / FPR % / AUROC of their score):",
+                 "", "| attack | seeds | " + " | ".join(detectors) + " |", "|---|---|" + "---|" * len(detectors)]
+        for attack in sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99):
+            rs = by_attack[attack]
+            cells = [attack, ",".join(str(r["seed"]) for r in rs)]
+            for n in detectors:
+                got = [peers[(r["attack"], r["seed"])].get(n) for r in rs]
+                cells.append(" / ".join([_cell([_get(g, "recall") for g in got]), _cell([_get(g, "fpr") for g in got]),
+                                         _cell([_get(g, "auroc") for g in got], pct=False, digits=3)]))
+            rows.append("| " + " | ".join(cells) + " |")
     minutes = {n: [peers[k][n]["seconds"] / 60 for k in peers if n in peers[k]] for n in names}
     rows += ["", "Wall time per run (minutes, mean): " + ", ".join(
         f"{n} {sum(v) / len(v):.1f}" for n, v in minutes.items() if v) + "."]
@@ -175,7 +187,8 @@ def render_all(result_files: list[Path]) -> str:
         extra = ""
         if "[" in name:
             params = dict(p.split("=") for p in name[name.index("[") + 1:-1].split(","))
-            extra = f" --epochs {params['epochs']} --per-class {params['per_class']}"
+            extra = f" --epochs {params['epochs']} --per-class {params['per_class']}" + \
+                (f" --min-steps {params['min_steps']}" if "min_steps" in params else "")
         out += [f"## {name}", "", note + ".", "",
                 f"Reproduce: `meca bench --protocol {base} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
@@ -189,10 +202,11 @@ def render_all(result_files: list[Path]) -> str:
             reserved = sorted({d["clean_samples"] for r in peers_by_protocol[name]
                                for d in r.get("defences", {}).values() if "clean_samples" in d})
             out += [f"### Peer defences on the same runs ({name})", "",
-                    "Each defence repairs the run's no-defence model. FineTuning and FinePruning get a reserved "
-                    "clean set: a seeded, class-balanced 5 % of the training-set size "
-                    f"({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images outside "
-                    "the run's subset, never poisoned; MeCa and CLP use no clean data.", "",
+                    "FineTuning, FinePruning and CLP repair the run's no-defence model; ABL and CutMix train a "
+                    "new one on the poisoned folder with the same recipe. FineTuning, FinePruning and CutMix's "
+                    "repair phase get a reserved clean set: a seeded, class-balanced 5 % of the training-set "
+                    f"size ({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images "
+                    "outside the run's subset, never poisoned; MeCa, CLP and ABL use no clean data.", "",
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.evaluation import model_metrics
-from meca_cli.defences import NEEDS_CLEAN_DATA, clp, finepruning, finetuning
+from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, finepruning, finetuning
 from meca_cli.store.artifacts import atomic_write_text
 from meca_cli.store.checkpoint import load_model
 
@@ -46,12 +47,60 @@ def reserved_clean(train_src: Path, per_class: int, seed: int, common: steps.Com
     return source.images[pick], source.labels[pick]
 
 
-def apply_defence(name: str, model, clean: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device):
-    """The repaired model and what the defence reports about itself."""
+@dataclass
+class RunInputs:
+    """What a defence may use from one benchmark run."""
+
+    checkpoint: Path  # the no-defence model, and through its metadata the run's training recipe
+    train: Path  # the poisoned training folder
+    ground_truth: Path | None
+    clean: tuple[torch.Tensor, torch.Tensor] | None  # the reserved clean set, for the defences that need one
+    common: steps.Common
+
+
+def _fresh_model(inputs: RunInputs, device: torch.device):
+    """A new model of the run's architecture, the poisoned folder and the run's recipe."""
+    from meca_cli.config import TrainConfig
+    from meca_cli.core.models import build_model
+
+    _, meta = load_model(inputs.checkpoint, device)
+    train_cfg = TrainConfig(**(meta.config or {}))
+    torch.manual_seed(train_cfg.seed)
+    data = steps.open_data(inputs.train, inputs.common)
+    return build_model(meta.arch, len(meta.classes), meta.image_size), data, train_cfg
+
+
+def _detection(flagged: torch.Tensor, suspicion: torch.Tensor, ground_truth: Path | None) -> dict:
+    """Recall/FPR of a detector's flagged set and AUROC of its suspicion score (higher = more suspect)."""
+    from meca_cli.core.evaluation import read_ground_truth
+    from meca_cli.core.metrics import auroc, detection
+
+    if ground_truth is None or not ground_truth.is_file():
+        return {}
+    roles = read_ground_truth(ground_truth)
+    poison = torch.tensor([roles[i] == "poison" for i in range(len(flagged))])
+    found = detection(flagged, poison)
+    return {"recall": found["recall"], "fpr": found["fpr"], "flagged": int(flagged.sum()),
+            "auroc": auroc(suspicion, poison)}
+
+
+def apply_defence(name: str, inputs: RunInputs, device: torch.device):
+    """The repaired (or newly trained) model and what the defence reports about itself."""
+    if name in ("abl", "cutmix"):
+        model, data, train_cfg = _fresh_model(inputs, device)
+        if name == "abl":
+            model, isolated, losses = abl(model, data.images, data.labels, train_cfg, device)
+            flagged = torch.zeros(len(data), dtype=torch.bool)
+            flagged[isolated] = True
+            return model, {"isolated": len(isolated), **_detection(flagged, -losses, inputs.ground_truth)}
+        images, labels = inputs.clean
+        return cutmix(model, data.images, data.labels, images, labels, train_cfg, device), \
+            {"clean_samples": len(labels)}
+    model, _ = load_model(inputs.checkpoint, device)
     if name == "clp":
         pruned = clp(model)
         return model, {"pruned_channels": sum(pruned.values())}
-    images, labels = clean
+    images, labels = inputs.clean
     if name == "finetuning":
         return finetuning(model, images, labels, device), {"clean_samples": len(labels)}
     if name == "finepruning":
@@ -93,9 +142,11 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
         for name in todo:
             info(f"defences: {name} on {run['attack']} seed {run['seed']}")
             started = time.monotonic()
-            model, meta = load_model(checkpoint, device)
+            _, meta = load_model(checkpoint, device)
             torch.manual_seed(run["seed"])
-            model, notes = apply_defence(name, model, clean if NEEDS_CLEAN_DATA[name] else None, device)
+            inputs = RunInputs(checkpoint, folder / "data" / "train", folder / "data" / "train" / "ground_truth.csv",
+                               clean if NEEDS_CLEAN_DATA[name] else None, common)
+            model, notes = apply_defence(name, inputs, device)
             seconds = time.monotonic() - started
             entry["defences"][name] = {**model_metrics(model, meta, clean_test, triggered, target, device), **notes,
                                        "seconds": round(seconds, 2)}

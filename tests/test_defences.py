@@ -108,3 +108,64 @@ def test_finepruning_refuses_a_resnet_instead_of_pruning_nothing():
     assert last_pruneable_bn(build_model("mobilenetv2", 3, 16)) is not None
     with pytest.raises(ConfigError, match="shortcut"):
         last_pruneable_bn(build_model("resnet18", 3, 16))
+
+
+def test_loss_flood_holds_the_training_loss_near_its_floor():
+    """ABL's local gradient ascent: below gamma a sample's loss is pushed back up, so training
+    cannot drive the loss to zero the way plain training does."""
+    from meca_cli.config import TrainConfig
+    from meca_cli.defences.abl import per_sample_loss
+    from meca_cli.core.train import fit
+
+    images, labels = _data()
+    cfg = TrainConfig(epochs=30, min_steps=0, batch_size=20, lr=0.05, schedule="constant", augment=False)
+    plain = per_sample_loss(fit(_model(), images, labels, cfg, torch.device("cpu")), images, labels,
+                            torch.device("cpu")).mean()
+    flooded = per_sample_loss(fit(_model(), images, labels, cfg, torch.device("cpu"), loss_flood=0.5), images,
+                              labels, torch.device("cpu")).mean()
+    assert plain < 0.1, plain
+    assert 0.25 < flooded < 1.0, flooded
+
+
+def test_abl_isolates_the_fast_learned_poisons_and_unlearns_them():
+    """The planted patch is learned first, so ABL's lowest-loss samples are poisons. Half the
+    poisons stay in the training set, enough to plant the backdoor again (with no unlearning
+    the patch still flips every image); unlearning the isolated half removes it."""
+    from meca_cli.config import TrainConfig
+    from meca_cli.core.train import predict_logits
+    from meca_cli.defences.abl import ABLConfig, abl
+
+    g = torch.Generator().manual_seed(3)
+    n = 90
+    labels = torch.arange(n) % 3  # classes that differ only a little, under heavy noise: slow to learn
+    images = (torch.rand(n, 3, 16, 16, generator=g) * 200 + labels.view(-1, 1, 1, 1) * 12).to(torch.uint8)
+    poison = torch.tensor([i for i in range(n) if labels[i] != 0][::3])  # 20 samples: a white corner, class 0
+    images[poison, :, -6:, -6:] = 255
+    labels[poison] = 0
+    train = TrainConfig(epochs=12, min_steps=0, batch_size=15, lr=0.01, augment=False)
+    cfg = ABLConfig(isolation_epochs=3, isolation_fraction=10 / 90, gamma=0.5, unlearn_epochs=5, unlearn_lr=0.01)
+    model, isolated, losses = abl(_model(), images, labels, train, torch.device("cpu"), cfg)
+    assert len(isolated) == 10
+    assert len(set(isolated.tolist()) & set(poison.tolist())) >= 9, (isolated, losses[poison])
+    triggered = (torch.rand(30, 3, 16, 16, generator=g) * 200 + 12).to(torch.uint8)  # class 1 images
+    triggered[:, :, -6:, -6:] = 255
+    assert (predict_logits(model, triggered, torch.device("cpu")).argmax(1) == 0).float().mean() < 0.5
+
+
+def test_cut_mix_pastes_one_box_from_a_shuffled_batch():
+    from meca_cli.core.augment import cut_mix
+
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 8, 8).clone()  # image i is all i
+    labels = torch.arange(6) + 10
+    mixed, pasted, kept = cut_mix(x, labels, torch.Generator().manual_seed(5))
+    source = mixed[:, 0]  # which image each pixel came from
+    moved = [i for i in range(6) if pasted[i] != labels[i]]
+    assert moved and 0 < kept < 1
+    box = source[moved[0]] != moved[0]
+    rows, cols = box.any(1).nonzero().squeeze(1), box.any(0).nonzero().squeeze(1)
+    assert box.sum() == len(rows) * len(cols)  # one solid rectangle
+    assert box.float().mean() == 1 - kept
+    for i in range(6):
+        partner = int(pasted[i]) - 10
+        assert (source[i][box] == partner).all() and (source[i][~box] == i).all()  # same box, the partner's pixels
+    assert sorted((pasted - 10).tolist()) == list(range(6))  # a permutation of the batch

@@ -20,6 +20,8 @@ def bench(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the protocol's epochs (a reduced protocol).")] = None,
     per_class: Annotated[int | None, typer.Option(min=1, help="Override the protocol's images per class.")] = None,
+    min_steps: Annotated[int | None, typer.Option(min=0, help="Override the training recipe's step floor "
+                                                              "(a reduced protocol; tiny folders).")] = None,
     no_defence: Annotated[bool, typer.Option("--baseline/--no-baseline",
                                              help="Also train the no-defence baseline.")] = True,
     work: Annotated[Path, typer.Option(help="Work folder for poisoned data and runs (resumable).")] = Path("benchmarks/work"),
@@ -30,7 +32,8 @@ def bench(
                                                       "[results: benchmarks/results/perf.json].")] = False,
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
-    defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, or 'all') "
+    defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, abl, "
+                                                      "cutmix, or 'all') "
                                                       "on the finished runs of --attacks/--seeds "
                                                       "[results: benchmarks/results/<protocol>-defences.json].")] = None,
     device: Device = "auto",
@@ -94,8 +97,9 @@ def bench(
             raise ConfigError(f"{results}: no benchmark results yet", hint="run the benchmark before its defences")
         root = locate_cifar10(data, work / "cifar10-src")
         run_defences(json.loads(results.read_text()), results.with_name(f"{results.stem}-defences.json"),
-                     protocol_label(PROTOCOLS[protocol], epochs, per_class)[0], root, work, names, seed_list, chosen,
+                     protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps)[0], root, work, names,
+                     seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))
         return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
-              epochs=epochs, per_class=per_class, no_defence=no_defence)
+              epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps)

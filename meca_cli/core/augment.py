@@ -1,4 +1,4 @@
-"""Batched training augmentation on tensors (random crop with padding, horizontal flip).
+"""Batched training augmentation on tensors (random crop with padding, horizontal flip; CutMix).
 
 Done on the whole batch at once on the device, so augmentation never bottlenecks the
 data path the way per-image PIL transforms in DataLoader workers do on small images.
@@ -23,3 +23,21 @@ def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
     chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
     return padded[batch, chans, rows, cols]
+
+
+def cut_mix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al., ICCV 2019): paste one random box from a shuffled copy of the batch.
+
+    The box's area is a uniform fraction of the image; returns the mixed batch, the labels of
+    the pasted images, and the fraction of each image that kept its own pixels (the weight of
+    its own label in the loss).
+    """
+    n, _, h, w = x.shape
+    area = float(torch.rand(1, generator=generator))
+    bh, bw = round(h * area ** 0.5), round(w * area ** 0.5)
+    top = int(torch.randint(0, h - bh + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - bw + 1, (1,), generator=generator))
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    mixed = x.clone()
+    mixed[:, :, top:top + bh, left:left + bw] = x[perm, :, top:top + bh, left:left + bw]
+    return mixed, labels[perm], 1.0 - (bh * bw) / (h * w)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meca_cli.core.augment import flip_crop
+from meca_cli.core.augment import cut_mix, flip_crop
 from meca_cli.core.device import autocast, prepare_model, stage, to_float
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
@@ -122,11 +122,15 @@ def fit(
     state_path: Path | None = None,
     state_tag: str = "",
     on_epoch: Callable[[int, dict], None] | None = None,
+    loss_flood: float | None = None,
+    cutmix: float = 0.0,
 ) -> nn.Module:
     """Train `model` on images[indices] with labels, in place; returns the (unwrapped) model.
 
     sample_weights (per sample of the whole set) default to 1; negative weights unlearn.
     With state_path, progress is saved after every epoch and picked up on the next call.
+    loss_flood (ABL's local gradient ascent) turns each sample's loss l into sign(l - g) * l,
+    holding it near g; cutmix is the probability that a batch is CutMixed.
     """
     from meca_cli.console import progress
 
@@ -160,9 +164,17 @@ def fit(
                     x = flip_crop(x, gen)
                 y = labels[idx].to(device)
                 w = weights[idx].to(device)
+                mixed = cutmix > 0 and float(torch.rand(1, generator=gen)) < cutmix
+                if mixed:
+                    x, y_pasted, kept = cut_mix(x, y, gen)
                 with autocast(device):
                     logits = train_model(x)
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
+                if mixed:
+                    per_sample = kept * per_sample + (1 - kept) * F.cross_entropy(
+                        logits.float(), y_pasted, reduction="none", label_smoothing=cfg.label_smoothing)
+                if loss_flood is not None:
+                    per_sample = torch.sign(per_sample.detach() - loss_flood) * per_sample
                 loss = (unlearning_loss(logits.float(), per_sample, w, unlearn, ascent_ceiling)).sum() / len(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,21 +1,28 @@
 """Peer defences, measured beside MeCa on the same benchmark runs.
 
-Each is written from its paper's description and repairs the no-defence model of a run:
+Each is written from its paper's description and repairs the no-defence model of a run,
+or trains a new one on the run's poisoned folder:
 
 - `clp`: channel Lipschitzness pruning (Zheng et al., ECCV 2022), data-free.
 - `finetuning`: fine-tune every layer on a small reserved clean set (Liu et al., RAID 2018).
 - `finepruning`: prune the last convolution's channels that stay dormant on the reserved
   clean set, then fine-tune (Liu et al., RAID 2018).
+- `abl`: anti-backdoor learning (Li et al., NeurIPS 2021), clean-data-free: trains a new
+  model that isolates the fastest-learned samples and unlearns them.
+- `cutmix`: trains a new model with CutMix (Borgnia et al., ICASSP 2021), then fine-tunes it
+  on the reserved clean set.
 
 One configuration per defence, for every attack (`DefenceConfig`).
 """
 
 from __future__ import annotations
 
+from meca_cli.defences.abl import abl
 from meca_cli.defences.clp import clp
+from meca_cli.defences.cutmix import cutmix
 from meca_cli.defences.finetuning import finepruning, finetuning
 
-DEFENCES = ("finetuning", "finepruning", "clp")
-NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False}
+DEFENCES = ("finetuning", "finepruning", "clp", "abl", "cutmix")
+NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False, "abl": False, "cutmix": True}
 
-__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "clp", "finepruning", "finetuning"]
+__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "abl", "clp", "cutmix", "finepruning", "finetuning"]
