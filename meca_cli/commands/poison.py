@@ -21,6 +21,8 @@ def poison(
     cover_classes: Annotated[str, typer.Option(help="TaCT cover classes, comma-separated.")] = "5,7",
     blend_key: Annotated[str, typer.Option(help="Blend / AdaptiveBlend key: cartoon or noise.")] = "cartoon",
     physicalba_trigger: Annotated[str, typer.Option(help="PhysicalBA trigger: logo or square.")] = "logo",
+    wanet_k: Annotated[int, typer.Option(min=2, help="WaNet control grid size k.")] = 4,
+    wanet_s: Annotated[float, typer.Option(min=0, help="WaNet warp strength s.")] = 0.5,
     per_class: Annotated[int | None, typer.Option(min=1, help="Take a seeded class-balanced subset of this many images per class first.")] = None,
     test: Annotated[bool, typer.Option("--test", help="Write the triggered test folder (ASR population, test trigger) instead.")] = False,
     like: Annotated[Path | None, typer.Option(help="With --test: reuse the attack and trigger of this poisoned training folder.")] = None,
@@ -48,7 +50,8 @@ def poison(
         config, state = poisoning.config_from_card(like)
     else:
         config = AttackConfig(name=attack, rate=rate, target=target, seed=seed, cover_rate=cover_rate, source=source,
-                              cover_classes=covers, blend_key=blend_key, physicalba_trigger=physicalba_trigger)
+                              cover_classes=covers, blend_key=blend_key, physicalba_trigger=physicalba_trigger,
+                              wanet_k=wanet_k, wanet_s=wanet_s)
         state = None
     if test:
         if state is None:
