@@ -203,8 +203,8 @@ def render_all(result_files: list[Path]) -> str:
                                for d in r.get("defences", {}).values() if "clean_samples" in d})
             out += [f"### Peer defences on the same runs ({name})", "",
                     "FineTuning, FinePruning and CLP repair the run's no-defence model; ABL and CutMix train a "
-                    "new one on the poisoned folder with the same recipe. FineTuning, FinePruning and CutMix's "
-                    "repair phase get a reserved clean set: a seeded, class-balanced 5 % of the training-set "
+                    "new one on the poisoned folder with the same recipe. FineTuning, FinePruning, SCAnFT and "
+                    "CutMix's repair phase get a reserved clean set: a seeded, class-balanced 5 % of the training-set "
                     f"size ({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images "
                     "outside the run's subset, never poisoned; MeCa, CLP and ABL use no clean data.", "",
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "

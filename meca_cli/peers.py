@@ -19,7 +19,7 @@ import torch
 from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.evaluation import model_metrics
-from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, finepruning, finetuning
+from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, finepruning, finetuning, scanft
 from meca_cli.store.artifacts import atomic_write_text
 from meca_cli.store.checkpoint import load_model
 
@@ -106,6 +106,15 @@ def apply_defence(name: str, inputs: RunInputs, device: torch.device):
     if name == "finepruning":
         model, pruned = finepruning(model, images, labels, device)
         return model, {"clean_samples": len(labels), "pruned_channels": pruned}
+    if name == "scanft":
+        data = steps.open_data(inputs.train, inputs.common)
+        model, flagged, z = scanft(model, data.images, data.labels, images, labels, device)
+        top = max(z, key=z.get) if z else None
+        # Suspicion for the AUROC: the class's z-score, on the members SCAn set apart.
+        suspicion = torch.tensor([z.get(int(c), 0.0) for c in data.labels.tolist()])
+        suspicion = torch.where(flagged, suspicion, suspicion - 1e3)
+        return model, {"clean_samples": len(labels), "top_class": top, "top_class_z": round(z.get(top, 0.0), 3),
+                       **_detection(flagged, suspicion, inputs.ground_truth)}
     raise ValueError(name)
 
 

@@ -169,3 +169,29 @@ def test_cut_mix_pastes_one_box_from_a_shuffled_batch():
         partner = int(pasted[i]) - 10
         assert (source[i][box] == partner).all() and (source[i][~box] == i).all()  # same box, the partner's pixels
     assert sorted((pasted - 10).tolist()) == list(range(6))  # a permutation of the batch
+
+
+def test_scan_flags_the_class_with_two_identities_and_its_smaller_subgroup():
+    """Ten classes of Gaussian representations sharing one within-class covariance; class 3
+    also holds 30 samples whose identity is another class's shifted by a trigger direction."""
+    from meca_cli.defences.scan import scan_detect
+
+    g = torch.Generator().manual_seed(0)
+    dims, classes = 16, 10
+    identities = torch.randn(classes, dims, generator=g, dtype=torch.float64) * 4
+    mix = torch.randn(dims, dims, generator=g, dtype=torch.float64) / dims ** 0.5
+
+    def draw(identity, n):
+        return identity + torch.randn(n, dims, generator=g, dtype=torch.float64) @ mix
+
+    clean_labels = torch.arange(classes).repeat_interleave(20)
+    clean = torch.cat([draw(identities[c], 20) for c in range(classes)])
+    labels = torch.arange(classes).repeat_interleave(100)
+    features = torch.cat([draw(identities[c], 100) for c in range(classes)])
+    poison = draw(identities[7] + torch.randn(dims, generator=g, dtype=torch.float64) * 3, 30)
+    features, labels = torch.cat([features, poison]), torch.cat([labels, torch.full((30,), 3)])
+    flagged, z = scan_detect(features, labels, clean, clean_labels)
+    assert max(z, key=z.get) == 3 and z[3] > 7.39 and sorted(z.values())[-2] < 7.39
+    assert flagged[-30:].all() and int(flagged[:-30].sum()) <= 3
+    nothing, _ = scan_detect(features[:-30], labels[:-30], clean, clean_labels)
+    assert not nothing.any()  # without the contaminating subgroup no class stands out

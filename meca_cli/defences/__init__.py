@@ -11,6 +11,8 @@ or trains a new one on the run's poisoned folder:
   model that isolates the fastest-learned samples and unlearns them.
 - `cutmix`: trains a new model with CutMix (Borgnia et al., ICASSP 2021), then fine-tunes it
   on the reserved clean set.
+- `scanft`: SCAn (Tang et al., USENIX Security 2021) detects poison from the model's
+  representations, then the model unlearns it while fine-tuning on the reserved clean set.
 
 One configuration per defence, for every attack (`DefenceConfig`).
 """
@@ -21,8 +23,10 @@ from meca_cli.defences.abl import abl
 from meca_cli.defences.clp import clp
 from meca_cli.defences.cutmix import cutmix
 from meca_cli.defences.finetuning import finepruning, finetuning
+from meca_cli.defences.scan import scanft
 
-DEFENCES = ("finetuning", "finepruning", "clp", "abl", "cutmix")
-NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False, "abl": False, "cutmix": True}
+DEFENCES = ("finetuning", "finepruning", "clp", "abl", "cutmix", "scanft")
+NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False, "abl": False, "cutmix": True,
+                    "scanft": True}
 
-__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "abl", "clp", "cutmix", "finepruning", "finetuning"]
+__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "abl", "clp", "cutmix", "finepruning", "finetuning", "scanft"]
