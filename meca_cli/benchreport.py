@@ -202,11 +202,13 @@ def render_all(result_files: list[Path]) -> str:
             reserved = sorted({d["clean_samples"] for r in peers_by_protocol[name]
                                for d in r.get("defences", {}).values() if "clean_samples" in d})
             out += [f"### Peer defences on the same runs ({name})", "",
-                    "FineTuning, FinePruning and CLP repair the run's no-defence model; ABL and CutMix train a "
+                    "FineTuning, FinePruning, CLP, DBR and SCAnFT repair the run's no-defence model; ABL and CutMix train a "
                     "new one on the poisoned folder with the same recipe. FineTuning, FinePruning, SCAnFT and "
                     "CutMix's repair phase get a reserved clean set: a seeded, class-balanced 5 % of the training-set "
                     f"size ({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images "
-                    "outside the run's subset, never poisoned; MeCa, CLP and ABL use no clean data.", "",
+                    "outside the run's subset, never poisoned; MeCa, CLP, ABL and DBR use no clean data. DBR here scores "
+                    "transformation consistency on the no-defence model's own representation; the paper's "
+                    "self-supervised backbone is left out (one more full training per run).", "",
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]

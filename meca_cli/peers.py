@@ -19,7 +19,7 @@ import torch
 from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.evaluation import model_metrics
-from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, finepruning, finetuning, scanft
+from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, dbr, finepruning, finetuning, scanft
 from meca_cli.store.artifacts import atomic_write_text
 from meca_cli.store.checkpoint import load_model
 
@@ -100,6 +100,10 @@ def apply_defence(name: str, inputs: RunInputs, device: torch.device):
     if name == "clp":
         pruned = clp(model)
         return model, {"pruned_channels": sum(pruned.values())}
+    if name == "dbr":
+        data = steps.open_data(inputs.train, inputs.common)
+        model, suspects, fct = dbr(model, data.images, data.labels, device)
+        return model, _detection(suspects, fct, inputs.ground_truth)
     images, labels = inputs.clean
     if name == "finetuning":
         return finetuning(model, images, labels, device), {"clean_samples": len(labels)}

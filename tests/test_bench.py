@@ -31,6 +31,7 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     abl = peer["defences"]["abl"]
     assert abl["isolated"] == 1 and abl["flagged"] == 1 and 0 <= abl["recall"] <= 1  # 1 % of 36 images, rounded up
     assert peer["defences"]["cutmix"]["clean_samples"] == 3  # 5 % of 12 per class, at least 1 per class
+    assert peer["defences"]["dbr"]["flagged"] == 2  # 5 % of 36
     assert 0 <= peer["defences"]["scanft"]["fpr"] <= 1 and peer["defences"]["scanft"]["top_class"] in (0, 1, 2)
 
     md = tmp_path / "BENCHMARKS.md"

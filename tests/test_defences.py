@@ -127,6 +127,18 @@ def test_loss_flood_holds_the_training_loss_near_its_floor():
     assert 0.25 < flooded < 1.0, flooded
 
 
+def _patched_set(n=90, seed=3):
+    """Three classes that differ a little under heavy noise; 20 samples carry a white corner
+    and are relabelled to class 0."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = (torch.rand(n, 3, 16, 16, generator=g) * 200 + labels.view(-1, 1, 1, 1) * 12).to(torch.uint8)
+    poison = torch.tensor([i for i in range(n) if labels[i] != 0][::3])
+    images[poison, :, -6:, -6:] = 255
+    labels[poison] = 0
+    return images, labels, poison
+
+
 def test_abl_isolates_the_fast_learned_poisons_and_unlearns_them():
     """The planted patch is learned first, so ABL's lowest-loss samples are poisons. Half the
     poisons stay in the training set, enough to plant the backdoor again (with no unlearning
@@ -135,19 +147,13 @@ def test_abl_isolates_the_fast_learned_poisons_and_unlearns_them():
     from meca_cli.core.train import predict_logits
     from meca_cli.defences.abl import ABLConfig, abl
 
-    g = torch.Generator().manual_seed(3)
-    n = 90
-    labels = torch.arange(n) % 3  # classes that differ only a little, under heavy noise: slow to learn
-    images = (torch.rand(n, 3, 16, 16, generator=g) * 200 + labels.view(-1, 1, 1, 1) * 12).to(torch.uint8)
-    poison = torch.tensor([i for i in range(n) if labels[i] != 0][::3])  # 20 samples: a white corner, class 0
-    images[poison, :, -6:, -6:] = 255
-    labels[poison] = 0
+    images, labels, poison = _patched_set()
     train = TrainConfig(epochs=12, min_steps=0, batch_size=15, lr=0.01, augment=False)
     cfg = ABLConfig(isolation_epochs=3, isolation_fraction=10 / 90, gamma=0.5, unlearn_epochs=5, unlearn_lr=0.01)
     model, isolated, losses = abl(_model(), images, labels, train, torch.device("cpu"), cfg)
     assert len(isolated) == 10
     assert len(set(isolated.tolist()) & set(poison.tolist())) >= 9, (isolated, losses[poison])
-    triggered = (torch.rand(30, 3, 16, 16, generator=g) * 200 + 12).to(torch.uint8)  # class 1 images
+    triggered = (torch.rand(30, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 200 + 12).to(torch.uint8)
     triggered[:, :, -6:, -6:] = 255
     assert (predict_logits(model, triggered, torch.device("cpu")).argmax(1) == 0).float().mean() < 0.5
 
@@ -195,3 +201,16 @@ def test_scan_flags_the_class_with_two_identities_and_its_smaller_subgroup():
     assert flagged[-30:].all() and int(flagged[:-30].sum()) <= 3
     nothing, _ = scan_detect(features[:-30], labels[:-30], clean, clean_labels)
     assert not nothing.any()  # without the contaminating subgroup no class stands out
+
+
+def test_dbr_finds_the_samples_whose_representation_a_rotation_moves_most():
+    from meca_cli.config import TrainConfig
+    from meca_cli.core.train import fit
+    from meca_cli.defences.dbr import DBRConfig, dbr
+
+    images, labels, poison = _patched_set()
+    train = TrainConfig(epochs=12, min_steps=0, batch_size=15, lr=0.01, augment=False)
+    model = fit(_model(), images, labels, train, torch.device("cpu"))
+    _, suspects, fct = dbr(model, images, labels, torch.device("cpu"), DBRConfig(suspect_fraction=20 / 90, epochs=1))
+    assert int(suspects.sum()) == 20
+    assert int(suspects[poison].sum()) >= 16, fct[poison]

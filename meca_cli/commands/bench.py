@@ -33,7 +33,7 @@ def bench(
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
     defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, abl, "
-                                                      "cutmix, scanft, or 'all') "
+                                                      "dbr, cutmix, scanft, or 'all') "
                                                       "on the finished runs of --attacks/--seeds "
                                                       "[results: benchmarks/results/<protocol>-defences.json].")] = None,
     device: Device = "auto",

@@ -11,6 +11,9 @@ or trains a new one on the run's poisoned folder:
   model that isolates the fastest-learned samples and unlearns them.
 - `cutmix`: trains a new model with CutMix (Borgnia et al., ICASSP 2021), then fine-tunes it
   on the reserved clean set.
+- `dbr`: decoupling-based backdoor removal (Chen et al., NeurIPS 2022), clean-data-free:
+  the samples whose representation a rotation or affine distortion moves most are
+  unlearned while the most stable ones are relearned.
 - `scanft`: SCAn (Tang et al., USENIX Security 2021) detects poison from the model's
   representations, then the model unlearns it while fine-tuning on the reserved clean set.
 
@@ -22,11 +25,12 @@ from __future__ import annotations
 from meca_cli.defences.abl import abl
 from meca_cli.defences.clp import clp
 from meca_cli.defences.cutmix import cutmix
+from meca_cli.defences.dbr import dbr
 from meca_cli.defences.finetuning import finepruning, finetuning
 from meca_cli.defences.scan import scanft
 
-DEFENCES = ("finetuning", "finepruning", "clp", "abl", "cutmix", "scanft")
-NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False, "abl": False, "cutmix": True,
-                    "scanft": True}
+DEFENCES = ("finetuning", "finepruning", "clp", "abl", "dbr", "cutmix", "scanft")
+NEEDS_CLEAN_DATA = {"finetuning": True, "finepruning": True, "clp": False, "abl": False, "dbr": False,
+                    "cutmix": True, "scanft": True}
 
-__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "abl", "clp", "cutmix", "finepruning", "finetuning", "scanft"]
+__all__ = ["DEFENCES", "NEEDS_CLEAN_DATA", "abl", "clp", "cutmix", "dbr", "finepruning", "finetuning", "scanft"]
