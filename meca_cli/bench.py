@@ -91,6 +91,31 @@ def protocol_label(protocol: Protocol, epochs: int | None = None, per_class: int
     return f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}{floor}]", proto
 
 
+def protocol_config(proto: Protocol, base: SanitizeConfig) -> SanitizeConfig:
+    """The sanitize configuration with the protocol's architecture and training recipe."""
+    floor = {"min_steps": proto.min_steps} if proto.min_steps is not None else {}
+    return replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs, **floor))
+
+
+def run_bench_ablation(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str],
+                       seeds: list[int], common: steps.Common, sweeps: dict[str, tuple],
+                       epochs: int | None = None, per_class: int | None = None,
+                       min_steps: int | None = None) -> dict:
+    """The protocol's runs (no baseline) with one parameter varied at a time."""
+    from meca_cli.ablation import run_ablation
+
+    root = locate_cifar10(data, work / "cifar10-src")
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
+
+    def make_experiment(attack: str, seed: int) -> Experiment:
+        return Experiment(root / "train", root / "test", work / f"{name}-ablation" / f"{attack}-s{seed}",
+                          attack=attack, rate=proto.rate, target=proto.target, per_class=proto.per_class,
+                          seed=seed, no_defence=False)
+
+    return run_ablation(name, protocol_config(proto, SanitizeConfig()), sweeps, make_experiment, results, attacks,
+                        seeds, common)
+
+
 def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
               common: steps.Common, epochs: int | None = None, per_class: int | None = None,
               label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True,
@@ -99,9 +124,7 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
     root = locate_cifar10(data, work / "cifar10-src")
     name, proto = protocol_label(protocol, epochs, per_class, min_steps)
     name = label or name
-    base = cfg or SanitizeConfig()
-    floor = {"min_steps": proto.min_steps} if proto.min_steps is not None else {}
-    cfg = replace(base, arch=proto.arch, train=replace(base.train, epochs=proto.epochs, **floor))
+    cfg = protocol_config(proto, cfg or SanitizeConfig())
     table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}
     for seed in seeds:
         for attack in attacks:

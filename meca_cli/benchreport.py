@@ -121,6 +121,42 @@ def perf_section(perf: dict) -> list[str]:
     return out
 
 
+def ablation_section(table: dict) -> list[str]:
+    """One table per swept parameter: each value's MeCa figures per attack (default marked *)."""
+    runs = table["runs"]
+    name = table["protocol"]
+    attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
+    seeds = sorted({r["seed"] for r in runs})
+    base = name.split("[")[0]
+    extra = ""
+    if "[" in name:
+        params = dict(p.split("=") for p in name[name.index("[") + 1:-1].split(","))
+        extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in params.items())
+    out = [f"## Ablation ({name})", "",
+           "One parameter varied at a time, every other at the shipped default (marked *). Cells: MeCa final "
+           "ACC / final ASR / poison recall / FPR, in %, and the verdict.", ""]
+    for param in dict.fromkeys(r["param"] for r in runs):
+        values = list(dict.fromkeys(r["value"] for r in runs if r["param"] == param))
+        sweep = ",".join(str(v) for v in values)
+        out += [f"**{param}** — reproduce: `meca bench --protocol {base}{extra} --attacks {','.join(attacks)} "
+                f"--seeds {','.join(map(str, seeds))} --ablate {param}={sweep}`", "",
+                "| value | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
+        for value in values:
+            rs = [r for r in runs if r["param"] == param and r["value"] == value]
+            label = f"{value:.3g}" if isinstance(value, float) else str(value)
+            cells = [label + (" *" if any(r.get("default") for r in rs) else "")]
+            for attack in attacks:
+                got = [r for r in rs if r["attack"] == attack]
+                g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731
+                verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in got}))
+                cells.append(" / ".join([_cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
+                                         _cell(g("detection", "recall")), _cell(g("detection", "fpr"))])
+                             + f" {verdicts}" if got else "–")
+            out.append("| " + " | ".join(cells) + " |")
+        out += [""]
+    return out
+
+
 def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     """Every defence's ACC/ASR beside the no-defence model and MeCa's, per attack."""
     from meca_cli.defences import DEFENCES
@@ -167,10 +203,14 @@ def render_all(result_files: list[Path]) -> str:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
     peers_by_protocol: dict[str, list[dict]] = defaultdict(list)
     perf = None
+    ablations = []
     for path in result_files:
         table = json.loads(Path(path).read_text())
         if "meca_perf_version" in table:
             perf = table
+            continue
+        if "meca_ablation_version" in table:
+            ablations.append(table)
             continue
         if "meca_defences_version" in table:
             for run in table["runs"]:
@@ -212,6 +252,8 @@ def render_all(result_files: list[Path]) -> str:
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]
+    for table in ablations:
+        out += ablation_section(table)
     if perf is not None:
         out += perf_section(perf)
     return "\n".join(out)

@@ -41,3 +41,41 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert "--epochs 2 --per-class 12 --min-steps 0" in text  # the reduced protocol's reproduce command
     assert "abl ACC | abl ASR" in text and "cutmix ACC" in text and "| badnet | 0 |" in text
     assert "Detection by the defences that isolate samples" in text
+
+
+def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, monkeypatch):
+    cifar = tmp_path / "cifar"
+    make_image_folder(cifar / "train", classes=3, per_class=12, size=32)
+    make_image_folder(cifar / "test", classes=3, per_class=3, size=32, seed=1)
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--protocol", "cifar10-small", "--per-class", "10", "--epochs", "2", "--min-steps", "0",
+            "--attacks", "badnet", "--seeds", "0", "--data", str(cifar), "--work", str(tmp_path / "work"),
+            "--ablate", "enhance.rounds=2,6", "--ablate", "split.rule=agreement,confidence"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    table = json.loads((tmp_path / "benchmarks/results/cifar10-small-ablation.json").read_text())
+    assert table["protocol"] == "cifar10-small[epochs=2,per_class=10,min_steps=0]"
+    rows = {(row["param"], row["value"]): row for row in table["runs"]}
+    assert set(rows) == {("enhance.rounds", 2), ("enhance.rounds", 6), ("split.rule", "agreement"),
+                         ("split.rule", "confidence")}
+    assert [k for k, row in rows.items() if row["default"]] == [("enhance.rounds", 6), ("split.rule", "agreement")]
+    assert rows[("enhance.rounds", 2)]["config"]["enhance"]["rounds"] == 2
+    assert rows[("split.rule", "confidence")]["config"]["split"]["rule"] == "confidence"
+    # The two default rows are one configuration: measured once, the same figures.
+    a, b = rows[("enhance.rounds", 6)], rows[("split.rule", "agreement")]
+    assert a["config_fingerprint"] == b["config_fingerprint"] and a["detection"] == b["detection"]
+    assert a["config_fingerprint"] != rows[("enhance.rounds", 2)]["config_fingerprint"]
+    # Resumable: nothing new to measure.
+    before = (tmp_path / "benchmarks/results/cifar10-small-ablation.json").read_text()
+    assert runner.invoke(app, args).exit_code == 0
+    assert (tmp_path / "benchmarks/results/cifar10-small-ablation.json").read_text() == before
+    md = tmp_path / "BENCHMARKS.md"
+    assert runner.invoke(app, ["bench", "--markdown", str(md)]).exit_code == 0
+    text = md.read_text()
+    assert "## Ablation (cifar10-small[epochs=2,per_class=10,min_steps=0])" in text
+    assert "--ablate enhance.rounds=2,6" in text and "| 6 * |" in text
+
+
+def test_ablation_refuses_an_unknown_parameter(runner, tmp_path):
+    r = runner.invoke(app, ["bench", "--ablate", "enhance.nope=1,2", "--data", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown parameter 'enhance.nope'" in r.stderr

@@ -36,6 +36,10 @@ def bench(
                                                       "dbr, cutmix, scanft, or 'all') "
                                                       "on the finished runs of --attacks/--seeds "
                                                       "[results: benchmarks/results/<protocol>-defences.json].")] = None,
+    ablate: Annotated[list[str] | None, typer.Option(help="Sweep a parameter, the others at the shipped defaults: "
+                                                           "PARAM=V1,V2 (e.g. enhance.lam=0.25,0.5,1), repeatable, "
+                                                           "or 'default' for the tunables of method.md "
+                                                           "[results: benchmarks/results/<protocol>-ablation.json].")] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
 ) -> None:
@@ -81,6 +85,7 @@ def bench(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    explicit_results = results is not None
     results = results or Path("benchmarks/results") / f"{protocol}.json"
     if defences is not None:
         import json
@@ -100,6 +105,18 @@ def bench(
                      protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps)[0], root, work, names,
                      seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))
+        return
+    if ablate:
+        from meca_cli.ablation import parse_sweep
+        from meca_cli.bench import run_bench_ablation
+
+        sweeps: dict[str, tuple] = {}
+        for spec in ablate:
+            sweeps.update(parse_sweep(spec))
+        ablation_results = results if explicit_results else Path("benchmarks/results") / f"{protocol}-ablation.json"
+        run_bench_ablation(PROTOCOLS[protocol], data, work, ablation_results, names, seed_list,
+                           steps.Common(device=device, cache_dir=cache_dir), sweeps,
+                           epochs=epochs, per_class=per_class, min_steps=min_steps)
         return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
               epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps)
