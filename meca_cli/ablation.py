@@ -58,9 +58,10 @@ def parse_sweep(spec: str, cfg: SanitizeConfig = SanitizeConfig()) -> dict[str, 
     if not sep or not values:
         raise ConfigError(f"--ablate: expected PARAM=V1,V2 or 'default', got {spec!r}")
     kind = type(default_value(cfg, path))
+    parse = (lambda v: {"true": True, "false": False}[v.strip().lower()]) if kind is bool else kind  # bool("false") is True
     try:
-        return {path: tuple(kind(v) for v in values.split(",") if v.strip())}
-    except ValueError:
+        return {path: tuple(parse(v) for v in values.split(",") if v.strip())}
+    except (ValueError, KeyError):
         raise ConfigError(f"--ablate {path}: values must be {kind.__name__}, got {values!r}") from None
 
 

@@ -121,17 +121,21 @@ def perf_section(perf: dict) -> list[str]:
     return out
 
 
+def _protocol_flags(name: str) -> tuple[str, str]:
+    """'cifar10-small[epochs=2,per_class=10]' -> ('cifar10-small', ' --epochs 2 --per-class 10')."""
+    if "[" not in name:
+        return name, ""
+    params = dict(p.split("=") for p in name[name.index("[") + 1:-1].split(","))
+    return name.split("[")[0], "".join(f" --{k.replace('_', '-')} {v}" for k, v in params.items())
+
+
 def ablation_section(table: dict) -> list[str]:
     """One table per swept parameter: each value's MeCa figures per attack (default marked *)."""
     runs = table["runs"]
     name = table["protocol"]
     attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
     seeds = sorted({r["seed"] for r in runs})
-    base = name.split("[")[0]
-    extra = ""
-    if "[" in name:
-        params = dict(p.split("=") for p in name[name.index("[") + 1:-1].split(","))
-        extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in params.items())
+    base, extra = _protocol_flags(name)
     out = [f"## Ablation ({name})", "",
            "One parameter varied at a time, every other at the shipped default (marked *). Cells: MeCa final "
            "ACC / final ASR / poison recall / FPR, in %, and the verdict.", ""]
@@ -223,12 +227,7 @@ def render_all(result_files: list[Path]) -> str:
         note = runs[0].get("protocol_note", "")
         seeds = sorted({r["seed"] for r in runs})
         attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
-        base = name.split("[")[0]
-        extra = ""
-        if "[" in name:
-            params = dict(p.split("=") for p in name[name.index("[") + 1:-1].split(","))
-            extra = f" --epochs {params['epochs']} --per-class {params['per_class']}" + \
-                (f" --min-steps {params['min_steps']}" if "min_steps" in params else "")
+        base, extra = _protocol_flags(name)
         out += [f"## {name}", "", note + ".", "",
                 f"Reproduce: `meca bench --protocol {base} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
