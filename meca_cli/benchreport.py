@@ -161,8 +161,12 @@ def ablation_section(table: dict) -> list[str]:
     return out
 
 
+PAPER_ATTACKS = ("badnet", "blend", "sig", "wanet", "physicalba")  # the attacks Table II averages over
+
+
 def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
-    """Every defence's ACC/ASR beside the no-defence model and MeCa's, per attack."""
+    """Every defence's ACC/ASR beside the no-defence model and MeCa's, per attack, and the
+    mean over the attacks the paper's Table II averages, for a like-for-like comparison."""
     from meca_cli.defences import DEFENCES
 
     names = [d for d in DEFENCES if any(d in r.get("defences", {}) for r in peer_runs)]
@@ -174,27 +178,46 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     for run in runs:
         if (run["attack"], run["seed"]) in peers:
             by_attack[run["attack"]].append(run)
-    for attack in sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99):
+    attacks = sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
+
+    def result(run: dict, source: str) -> dict | None:
+        if source in ("no_defence", "meca_final_model", "detection"):
+            return run.get(source)
+        return peers[(run["attack"], run["seed"])].get(source)
+
+    sources = ["no_defence", *names, "meca_final_model"]
+    for attack in attacks:
         rs = by_attack[attack]
         cells = [attack, ",".join(str(r["seed"]) for r in rs)]
-        for source in ["no_defence", *names, "meca_final_model"]:
-            got = [r.get(source) if source in ("no_defence", "meca_final_model")
-                   else peers[(r["attack"], r["seed"])].get(source) for r in rs]
+        for source in sources:
+            got = [result(r, source) for r in rs]
             cells += [_cell([_get(g, "accuracy") for g in got]), _cell([_get(g, "asr") for g in got])]
+        rows.append("| " + " | ".join(cells) + " |")
+    if all(a in by_attack for a in PAPER_ATTACKS):
+        # Mean of the per-attack means, so every attack weighs the same whatever its seeds.
+        cells = ["mean of " + ", ".join(PAPER_ATTACKS), ""]
+        for source in sources:
+            for metric in ("accuracy", "asr"):
+                per_attack = [[_get(result(r, source), metric) for r in by_attack[a]] for a in PAPER_ATTACKS]
+                means = [sum(v) / len(v) for v in ([x for x in vs if x is not None] for vs in per_attack) if v]
+                cells.append(_cell([sum(means) / len(means)] if len(means) == len(PAPER_ATTACKS) else []))
         rows.append("| " + " | ".join(cells) + " |")
     detectors = [n for n in names if any("recall" in d.get(n, {}) for d in peers.values())]
     if detectors:
+        cols = [*detectors, "MeCa"]
         rows += ["", "Detection by the defences that isolate samples (poison recall % / FPR % / AUROC of their score):",
-                 "", "| attack | seeds | " + " | ".join(detectors) + " |", "|---|---|" + "---|" * len(detectors)]
-        for attack in sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99):
+                 "", "| attack | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for attack in attacks:
             rs = by_attack[attack]
             cells = [attack, ",".join(str(r["seed"]) for r in rs)]
-            for n in detectors:
-                got = [peers[(r["attack"], r["seed"])].get(n) for r in rs]
+            for n in [*detectors, "detection"]:
+                got = [result(r, n) for r in rs]
                 cells.append(" / ".join([_cell([_get(g, "recall") for g in got]), _cell([_get(g, "fpr") for g in got]),
                                          _cell([_get(g, "auroc") for g in got], pct=False, digits=3)]))
             rows.append("| " + " | ".join(cells) + " |")
     minutes = {n: [peers[k][n]["seconds"] / 60 for k in peers if n in peers[k]] for n in names}
+    minutes["MeCa (sanitize)"] = [r["seconds"]["sanitize_total"] / 60 for rs in by_attack.values() for r in rs
+                                  if _get(r, "seconds", "sanitize_total")]
     rows += ["", "Wall time per run (minutes, mean): " + ", ".join(
         f"{n} {sum(v) / len(v):.1f}" for n, v in minutes.items() if v) + "."]
     paper = [f"{k} {100 * a:.2f}/{100 * r:.2f}" for k, (a, r) in PAPER_DEFENCES.items()]

@@ -1,0 +1,36 @@
+"""The peer-defence table of BENCHMARKS.md, rendered from hand-made result rows."""
+
+from meca_cli.benchreport import PAPER_ATTACKS, defences_table
+
+
+def _run(attack: str, seed: int, acc: float, asr: float) -> dict:
+    return {"attack": attack, "seed": seed, "no_defence": {"accuracy": acc, "asr": asr},
+            "meca_final_model": {"accuracy": acc - 0.05, "asr": 0.0},
+            "detection": {"recall": 0.99, "fpr": 0.1, "auroc": 0.9}, "seconds": {"sanitize_total": 600.0}}
+
+
+def test_mean_row_weighs_every_paper_attack_once_whatever_its_seeds():
+    # blend has two seeds (ASR 0.2 and 0.4: mean 0.3); each other paper attack one seed, ASR 0.5.
+    runs = [_run(a, 0, 0.8, 0.5) for a in PAPER_ATTACKS if a != "blend"]
+    runs += [_run("blend", 0, 0.8, 0.2), _run("blend", 1, 0.8, 0.4), _run("tact", 0, 0.8, 1.0)]
+    peers = [{"attack": r["attack"], "seed": r["seed"],
+              "defences": {"dbr": {"accuracy": 0.7, "asr": 0.01, "recall": 0.5, "fpr": 0.02, "auroc": 0.8,
+                                   "seconds": 120.0}}} for r in runs]
+    rows = defences_table(runs, peers)
+    (mean,) = [row for row in rows if row.startswith("| mean of")]
+    cells = [c.strip() for c in mean.strip("|").split("|")]
+    # no-defence ASR: (4 * 0.5 + 0.3) / 5 = 0.46; tact (not in Table II's average) is left out.
+    assert cells[2:4] == ["80.0", "46.0"]
+    assert cells[4:6] == ["70.0", "1.0"] and cells[6:8] == ["75.0", "0.0"]  # dbr, MeCa final
+    detection_head = next(row for row in rows if row.startswith("| attack | seeds | dbr"))
+    assert detection_head.endswith("| MeCa |")
+    assert any(row.startswith("| tact | 0 | 50.0 / 2.0 / 0.800 | 99.0 / 10.0 / 0.900 |") for row in rows)
+    assert "dbr 2.0, MeCa (sanitize) 10.0." in rows[-3]
+
+
+def test_no_mean_row_until_every_paper_attack_has_a_run():
+    runs = [_run("badnet", 0, 0.8, 0.9)]
+    peers = [{"attack": "badnet", "seed": 0, "defences": {"clp": {"accuracy": 0.7, "asr": 0.5, "seconds": 1.0}}}]
+    rows = defences_table(runs, peers)
+    assert not any(row.startswith("| mean of") for row in rows)
+    assert any(row.startswith("| badnet | 0 | 80.0 | 90.0 | 70.0 | 50.0 | 75.0 | 0.0 |") for row in rows)
