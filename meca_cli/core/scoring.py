@@ -78,16 +78,17 @@ def kl_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg:
     model = prepare_model(model, device).eval()
     images = stage(images, device)
     corners = patch_positions(len(images), images.shape[-1], cfg)
-    parts: list[tuple[torch.Tensor, ...]] = []
-    with progress("score", stop - start) as bar:
+    # Filled in place, not one small tensor per batch: those would pin heap between each
+    # batch's large temporaries and let the process grow with the data set.
+    n = stop - start
+    kl, loss, conf = torch.empty(n), torch.empty(n), torch.empty(n)
+    pred = torch.empty(n, dtype=torch.int64)
+    with progress("score", n) as bar:
         for lo in range(start, stop, cfg.batch_size):
             hi = min(stop, lo + cfg.batch_size)
             out = score_batch(model, to_float(images[lo:hi], device), labels[lo:hi].to(device),
                               corners[lo:hi].to(device), cfg)
-            parts.append(tuple(t.cpu() for t in out))
+            for column, values in zip((kl, pred, loss, conf), out):
+                column[lo - start:hi - start] = values.cpu()
             bar.advance(hi - lo)
-    if not parts:
-        empty = torch.empty(0)
-        return Scores(empty, empty.long(), empty, empty)
-    kl, pred, loss, conf = (torch.cat(col) for col in zip(*parts))
     return Scores(kl, pred, loss, conf)

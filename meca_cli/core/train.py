@@ -200,9 +200,14 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
     model = prepare_model(model, device).eval()
     images = stage(images, device)
     pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
-    out = []
+    out: torch.Tensor | None = None
     for start in range(0, len(pool), batch_size):
         x = to_float(images[pool[start:start + batch_size]], device)
         with autocast(device):
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+            logits = model(x).float()
+        # One output tensor filled in place: a small tensor kept per batch would pin heap
+        # between the batch's large temporaries and let the process grow with the data set.
+        if out is None:
+            out = torch.empty(len(pool), logits.shape[1])
+        out[start:start + len(x)] = logits.cpu()
+    return out if out is not None else torch.empty(0, 0)
