@@ -16,7 +16,7 @@ from meca_cli import steps
 from meca_cli.config import SanitizeConfig
 from meca_cli.console import info
 from meca_cli.errors import ConfigError
-from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.artifacts import write_json
 from meca_cli.store.manifest import fingerprint
 
 ABLATION_VERSION = "1"
@@ -95,5 +95,5 @@ def run_ablation(protocol_name: str, base: SanitizeConfig, sweeps: dict[str, tup
                     table["runs"].append({**key, "default": value == default_value(base, path),
                                           "config_fingerprint": digest, **result})
                     results.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+                    write_json(results, table)
     return table

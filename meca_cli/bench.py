@@ -14,7 +14,7 @@ from meca_cli.core.attacks import ATTACK_NAMES
 from meca_cli.errors import DataError
 from meca_cli.experiment import CLEAN, Experiment, run_experiment
 from meca_cli.config import SanitizeConfig
-from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.artifacts import write_json
 
 RESULTS_VERSION = "1"
 ALL_RUNS = (*ATTACK_NAMES, CLEAN)
@@ -139,5 +139,5 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
             result = run_experiment(exp, cfg.with_seed(seed), common)
             table["runs"].append({**key, "protocol_note": proto.note, **result})
             results.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+            write_json(results, table)
     return table

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -45,7 +44,9 @@ def error(message: str, hint: str | None = None) -> None:
 
 def emit_json(payload: dict) -> None:
     """Machine output: plain JSON on stdout, versioned, never through Rich."""
-    sys.stdout.write(json.dumps({"meca_result_version": RESULT_VERSION, **payload}, indent=2) + "\n")
+    from meca_cli.store.artifacts import json_text
+
+    sys.stdout.write(json_text({"meca_result_version": RESULT_VERSION, **payload}))
     sys.stdout.flush()
 
 

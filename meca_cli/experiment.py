@@ -13,7 +13,6 @@ WORK/
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from meca_cli.core.attacks import AttackConfig
 from meca_cli.core.evaluation import detection_metrics, model_metrics
 from meca_cli.config import SanitizeConfig
 from meca_cli.pipeline import sanitize
-from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.artifacts import write_json
 from meca_cli.store.checkpoint import load_model
 
 CLEAN = "clean"  # the control: no attack
@@ -95,5 +94,5 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common) -
     result["seconds"] = {**report["seconds"], "sanitize_total": round(sum(v or 0 for v in report["seconds"].values()), 2)}
     result["wall_seconds"] = round(time.monotonic() - started, 2)
     result["config"] = cfg.to_dict()
-    atomic_write_text(exp.work / "result.json", json.dumps(result, indent=2) + "\n")
+    write_json(exp.work / "result.json", result)
     return result

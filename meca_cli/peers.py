@@ -20,7 +20,7 @@ from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.evaluation import model_metrics
 from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, dbr, finepruning, finetuning, scanft
-from meca_cli.store.artifacts import atomic_write_text
+from meca_cli.store.artifacts import write_json
 from meca_cli.store.checkpoint import load_model
 
 RESERVED_FRACTION = 0.05
@@ -164,5 +164,5 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
             entry["defences"][name] = {**model_metrics(model, meta, clean_test, triggered, target, device), **notes,
                                        "seconds": round(seconds, 2)}
             results.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+            write_json(results, table)
     return table

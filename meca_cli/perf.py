@@ -197,9 +197,9 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
 
     def save():
         results.parent.mkdir(parents=True, exist_ok=True)
-        from meca_cli.store.artifacts import atomic_write_text
+        from meca_cli.store.artifacts import write_json
 
-        atomic_write_text(results, json.dumps(table, indent=2) + "\n")
+        write_json(results, table)
 
     if not sizes:
         from meca_cli.errors import ConfigError

@@ -13,7 +13,6 @@ RUN/
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from meca_cli.console import info
 from meca_cli.config import SanitizeConfig
 from meca_cli.core.verdict import dataset_verdict
 from meca_cli.errors import ConfigError
-from meca_cli.store.artifacts import atomic_write_text, read_csv, write_csv
+from meca_cli.store.artifacts import write_json, read_csv, write_csv
 
 STEPS = ("train-poisoned", "score", "partition", "enhance", "split", "train-clean", "relabel")
 VERDICT_COLUMNS = ("index", "path", "label", "kl", "enhanced_pred", "verdict", "new_label")
@@ -126,7 +125,7 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
         "seconds": {name: manifests[name].get("seconds") for name in STEPS},
         "config": cfg.to_dict(),
     }
-    atomic_write_text(run / "report.json", json.dumps(report, indent=2) + "\n")
+    write_json(run / "report.json", report)
     return report
 
 

@@ -127,3 +127,16 @@ def test_checkpoint_bytes_depend_on_content_only(tmp_path):
     tensors, meta = load_tensors(tmp_path / "one.safetensors")
     assert meta == {f"key{i}": str(i) for i in range(12)} and tensors["a"].dtype == torch.int64
     assert (tensors["b"] == torch.arange(3.0)).all()
+
+
+def test_json_text_writes_null_for_non_finite_floats_so_strict_parsers_accept_it():
+    import json
+    import math
+
+    from meca_cli.store.artifacts import json_text
+
+    def strict(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    text = json_text({"recall": math.nan, "rows": [1.5, math.inf, (-math.inf, 2)], "n": 3})
+    assert json.loads(text, parse_constant=strict) == {"recall": None, "rows": [1.5, None, [None, 2]], "n": 3}

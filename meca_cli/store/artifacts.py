@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import math
 import os
 import sys
 import tempfile
@@ -43,6 +45,26 @@ def _umask() -> int:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: object) -> str:
+    """Indented JSON that strict parsers (jq, JavaScript) accept: a non-finite float, such
+    as the recall of a folder with no poison to find, is written as null, not NaN."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, obj: object) -> None:
+    atomic_write_text(path, json_text(obj))
 
 
 def sha256_file(path: Path) -> str:
