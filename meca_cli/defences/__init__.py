@@ -17,7 +17,8 @@ or trains a new one on the run's poisoned folder:
 - `scanft`: SCAn (Tang et al., USENIX Security 2021) detects poison from the model's
   representations, then the model unlearns it while fine-tuning on the reserved clean set.
 
-One configuration per defence, for every attack (`DefenceConfig`).
+One configuration per defence, for every attack: each module's frozen config dataclass
+(`ABLConfig`, `CutMixConfig`, `DBRConfig`, `RepairConfig`, `SCAnConfig`) and CLP's `u`.
 """
 
 from __future__ import annotations
