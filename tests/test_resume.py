@@ -95,7 +95,10 @@ def test_sigint_stops_cleanly_with_130_and_resumes(tmp_path):
     out = tmp_path / "t"
     args = ["train", str(data), "-o", str(out), "--epochs", "40", "--image-size", "16", "--batch-size", "8",
             "--device", "cpu"]
-    proc = subprocess.Popen(_meca(*args, env=env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps
+    # an ignored SIGINT ignored: restore the default so the test holds however it is launched.
+    proc = subprocess.Popen(_meca(*args, env=env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "train_state.safetensors").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
