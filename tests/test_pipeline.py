@@ -1,7 +1,9 @@
 """End to end on a tiny synthetic folder: every artifact, resumability, JSON contract, gate."""
 
+import csv
 import json
 
+import pytest
 import torch
 
 from meca_cli.cli import app
@@ -37,6 +39,13 @@ def test_sanitize_end_to_end(runner, tmp_path):
     suspected = set(map(int, (run / "split/suspected.idx").read_text().split()))
     assert clean.isdisjoint(suspected) and clean | suspected == set(range(66))
     assert snapshot(data) == before  # the input folder is never written to
+    # Every round logs its agreement; the last round's is the enhanced model's, as split sees it.
+    rounds = list(csv.DictReader((run / "enhance/rounds.csv").open()))
+    assert [int(r["round"]) for r in rounds] == [1, 2]
+    assert all(0.0 <= float(r["agreement"]) <= 1.0 for r in rounds)
+    split_rows = list(csv.DictReader((run / "split/split.csv").open()))
+    split_agreement = sum(r["label"] == r["enhanced_pred"] for r in split_rows) / len(split_rows)
+    assert float(rounds[-1]["agreement"]) == pytest.approx(split_agreement)
 
     # A second run is a no-op: every step up to date, outputs untouched.
     mtimes = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}

@@ -26,7 +26,9 @@ class RoundLog:
     round: int
     rho: float
     clean_set: int
-    agreement: float  # accuracy on the given labels after the round: falls as clean task is unlearned
+    # Accuracy on the given labels after the round (falls as the clean task is unlearned);
+    # None until the next round's scoring measures it.
+    agreement: float | None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +67,9 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
                 start = len(logs)
         except (ArtifactError, KeyError, ValueError, RuntimeError):
             start, logs = 0, []
+    def agreement_of(pred: torch.Tensor) -> float:
+        return float((pred == labels).float().mean())
+
     for t in range(start, cfg.rounds):
         if t == 0:
             clean_set = seed_clean
@@ -74,11 +79,18 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
             scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
                                         len(images))
             clean_set = top_fraction(scores.kl, rhos[t])
+            if logs[-1].agreement is None:
+                # The scores' predictions are the previous round's model in eval mode: its
+                # agreement comes free here instead of from a separate pass over the data.
+                logs[-1].agreement = agreement_of(scores.pred)
+                if on_round is not None:
+                    on_round(logs[-1])
         model = enhance_round(model, images, labels, clean_set, cfg, device, t)
-        agreement = float((predict_logits(model, images, device).argmax(1) == labels).float().mean())
-        log = RoundLog(round=t + 1, rho=round(rhos[t], 6), clean_set=len(clean_set), agreement=agreement)
+        last = t == cfg.rounds - 1
+        log = RoundLog(round=t + 1, rho=round(rhos[t], 6), clean_set=len(clean_set),
+                       agreement=agreement_of(predict_logits(model, images, device).argmax(1)) if last else None)
         logs.append(log)
-        if on_round is not None:
+        if last and on_round is not None:
             on_round(log)
         if state_path is not None and dist.is_primary():
             save_tensors(state_path, model.state_dict(),
