@@ -25,8 +25,9 @@ def read_attack_card(folder: Path) -> dict | None:
 
 
 def model_metrics(model, meta, clean, triggered, target: int | None, device) -> dict:
-    """Clean accuracy on `clean`; ASR on `triggered` (every image in it is counted: `meca
-    poison --test` writes only the ASR population), when given."""
+    """Clean accuracy (overall, per class, and on the target class) on `clean`; ASR on
+    `triggered` (every image in it is counted: `meca poison --test` writes only the ASR
+    population), when given."""
     from meca_cli.core.train import predict_logits
 
     out: dict = {}
@@ -35,6 +36,13 @@ def model_metrics(model, meta, clean, triggered, target: int | None, device) -> 
         pred = predict_logits(model, clean.images, device).argmax(1)
         out["accuracy"] = accuracy(pred, clean.labels)
         out["test_samples"] = len(clean)
+        per_class = {name: accuracy(pred[clean.labels == c], clean.labels[clean.labels == c])
+                     for c, name in enumerate(clean.classes) if bool((clean.labels == c).any())}
+        out["class_accuracy"] = per_class
+        if target is not None and 0 <= target < len(clean.classes):
+            # A model that never predicts the target has an ASR of 0 by construction; the
+            # accuracy on the target's own clean images tells that apart from real removal.
+            out["target_accuracy"] = per_class.get(clean.classes[target])
     if triggered is not None:
         if target is None:
             raise ArtifactError("the target class of the triggered folder is unknown",

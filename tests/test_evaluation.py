@@ -1,0 +1,40 @@
+"""Model metrics: accuracy overall, per class and on the target; attack success rate."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from meca_cli.core.evaluation import model_metrics
+
+
+class Folder(SimpleNamespace):
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class AlwaysZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.int64), 3).float()
+
+
+def test_a_model_that_never_predicts_the_target_shows_it():
+    # Its ASR for target 1 is 0 by construction; the metrics must show why: it has no
+    # accuracy at all on the target's own clean images.
+    classes = ["a", "b", "c"]
+    clean = Folder(images=torch.zeros(6, 3, 4, 4, dtype=torch.uint8), labels=torch.tensor([0, 0, 1, 1, 1, 2]),
+                   classes=classes)
+    triggered = Folder(images=torch.zeros(4, 3, 4, 4, dtype=torch.uint8), classes=["a", "c"])
+    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes), clean, triggered, 1, torch.device("cpu"))
+    assert got["asr"] == 0.0
+    assert got["accuracy"] == pytest.approx(2 / 6)
+    assert got["class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert got["target_accuracy"] == 0.0
+
+
+def test_without_a_target_there_is_no_target_accuracy():
+    classes = ["a", "b", "c"]
+    clean = Folder(images=torch.zeros(3, 3, 4, 4, dtype=torch.uint8), labels=torch.tensor([0, 1, 2]), classes=classes)
+    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes), clean, None, None, torch.device("cpu"))
+    assert "target_accuracy" not in got and "asr" not in got
+    assert got["class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
