@@ -12,7 +12,7 @@ from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.core.attacks import ATTACK_NAMES
 from meca_cli.errors import DataError
-from meca_cli.experiment import CLEAN, Experiment, run_experiment
+from meca_cli.experiment import CLEAN, Experiment, refresh_model_metrics, run_experiment
 from meca_cli.config import SanitizeConfig
 from meca_cli.store.artifacts import write_json
 
@@ -129,13 +129,16 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
     for seed in seeds:
         for attack in attacks:
             key = {"protocol": name, "attack": attack, "seed": seed}
-            if any(all(r.get(k) == v for k, v in key.items()) for r in table["runs"]):
-                info(f"bench: {name} {attack} seed {seed}: done already")
-                continue
-            info(f"bench: {name} {attack} seed {seed}")
             exp = Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
                              rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed,
                              no_defence=no_defence)
+            done = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
+            if done is not None:
+                info(f"bench: {name} {attack} seed {seed}: done already")
+                if refresh_model_metrics(done, exp, common):
+                    write_json(results, table)
+                continue
+            info(f"bench: {name} {attack} seed {seed}")
             result = run_experiment(exp, cfg.with_seed(seed), common)
             table["runs"].append({**key, "protocol_note": proto.note, **result})
             results.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ is typed in by hand. Each table names the command that reproduces it. Accuracy (
 clean accuracy on the full CIFAR-10 test split; ASR counts triggered test images whose
 true class is not the target (TaCT: the source class only). Recall and FPR count poison
 samples as positives (cover samples as negatives); AUROC is that of the KL score.
+"target ACC" is accuracy on the target class's own clean test images: a model that no
+longer predicts the target class at all has an ASR of 0 by construction, and shows it here.
 Where a run has more than one seed, cells show the mean and, after `±`, half the range.
 "sanitize min" is wall time on the 2-core CPU machine, which other jobs may have shared
 during the run (per-step seconds are in the JSON).
@@ -44,8 +46,8 @@ def _get(run: dict, *path: str):
 
 def headline_table(runs: list[dict]) -> list[str]:
     rows = ["| attack | seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
-            "MeCa final ACC | MeCa final ASR | recall | FPR | AUROC | verdict | sanitize min |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "MeCa final ACC | MeCa final ASR | MeCa final target ACC | recall | FPR | AUROC | verdict | sanitize min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_attack: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_attack[run["attack"]].append(run)
@@ -58,6 +60,7 @@ def headline_table(runs: list[dict]) -> list[str]:
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
+            _cell(g("meca_final_model", "target_accuracy")),
             _cell(g("detection", "recall")), _cell(g("detection", "fpr")),
             _cell(g("detection", "auroc"), pct=False, digits=3), "/".join(verdicts),
             _cell([(s or 0) / 60 for s in g("seconds", "sanitize_total")], pct=False),
@@ -138,7 +141,7 @@ def ablation_section(table: dict) -> list[str]:
     base, extra = _protocol_flags(name)
     out = [f"## Ablation ({name})", "",
            "One parameter varied at a time, every other at the shipped default (marked *). Cells: MeCa final "
-           "ACC / final ASR / poison recall / FPR, in %, and the verdict.", ""]
+           "ACC / final ASR / final target ACC / poison recall / FPR, in %, and the verdict.", ""]
     for param in dict.fromkeys(r["param"] for r in runs):
         values = list(dict.fromkeys(r["value"] for r in runs if r["param"] == param))
         sweep = ",".join(str(v) for v in values)
@@ -154,6 +157,7 @@ def ablation_section(table: dict) -> list[str]:
                 g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731
                 verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in got}))
                 cells.append(" / ".join([_cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
+                                         _cell(g("meca_final_model", "target_accuracy")),
                                          _cell(g("detection", "recall")), _cell(g("detection", "fpr"))])
                              + f" {verdicts}" if got else "–")
             out.append("| " + " | ".join(cells) + " |")

@@ -21,6 +21,17 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert r.exit_code == 0, r.stderr
     (run,) = json.loads(results.read_text())["runs"]
     assert run["attack"] == "badnet" and 0 <= run["no_defence"]["asr"] <= 1
+    measured = {k: run[k]["target_accuracy"] for k in ("no_defence", "meca_clean_model", "meca_final_model")}
+
+    # A result that predates the target-class accuracy gains it from the saved models.
+    old = json.loads(results.read_text())
+    for k in measured:
+        del old["runs"][0][k]["target_accuracy"]
+    results.write_text(json.dumps(old))
+    r = runner.invoke(app, ["bench", *common])
+    assert r.exit_code == 0, r.stderr
+    (run,) = json.loads(results.read_text())["runs"]
+    assert {k: run[k]["target_accuracy"] for k in measured} == measured
 
     r = runner.invoke(app, ["bench", *common, "--defences", "all"])
     assert r.exit_code == 0, r.stderr

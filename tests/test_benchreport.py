@@ -34,3 +34,14 @@ def test_no_mean_row_until_every_paper_attack_has_a_run():
     rows = defences_table(runs, peers)
     assert not any(row.startswith("| mean of") for row in rows)
     assert any(row.startswith("| badnet | 0 | 80.0 | 90.0 | 70.0 | 50.0 | 75.0 | 0.0 |") for row in rows)
+
+
+def test_headline_shows_the_final_models_target_class_accuracy():
+    from meca_cli.benchreport import headline_table
+
+    runs = [_run("badnet", 0, 0.8, 0.9), _run("badnet", 1, 0.8, 0.9)]
+    runs[0]["meca_final_model"]["target_accuracy"] = 0.0
+    runs[1]["meca_final_model"]["target_accuracy"] = 0.5
+    head, _, row = headline_table(runs)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[[c.strip() for c in head.strip("|").split("|")].index("MeCa final target ACC")] == "25.0 ±25.0"
