@@ -22,6 +22,7 @@ import torch
 from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.config import SanitizeConfig
+from meca_cli.core.partition import mostly_suspected_classes
 from meca_cli.core.verdict import dataset_verdict
 from meca_cli.errors import ConfigError
 from meca_cli.store.artifacts import write_json, read_csv, write_csv
@@ -119,6 +120,9 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
         "suspected": int(suspected.sum()),
         "skipped_images": [{"path": p, "reason": r} for p, r in dataset.scan.skipped],
         "relabeled_changed": manifests["relabel"].get("changed"),
+        # Classes the final model will hardly know (see core.partition.mostly_suspected_classes).
+        "mostly_suspected_classes": {dataset.classes[c]: share for c, share in
+                                     mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes)).items()},
         "dataset_verdict": verdict,
         "final_model": str(run / "relabel" / "model.safetensors"),
         "clean_model": str(run / "train-clean" / "model.safetensors"),

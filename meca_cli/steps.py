@@ -405,7 +405,8 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
 def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig = SplitConfig(),
           scores: Path | None = None) -> StepResult:
     """Predict every sample with the enhanced model; agreement with the label = suspected."""
-    from meca_cli.core.partition import split_by_agreement
+    from meca_cli.console import warn
+    from meca_cli.core.partition import mostly_suspected_classes, split_by_agreement
     from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
@@ -422,8 +423,6 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
         suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected, cfg.rule, cfg.min_confidence)
         agreeing = float((pred == dataset.labels).float().mean())
         if agreeing > cfg.max_suspected:
-            from meca_cli.console import warn
-
             warn(f"split: the enhanced model agrees with {agreeing:.0%} of the labels; kept the "
                  f"{cfg.max_suspected:.0%} it is most confident in as suspects (the enhancement did not separate)")
         kl = read_scores(Path(scores))["kl"] if scores is not None else torch.full((len(dataset),), math.nan)
@@ -435,10 +434,16 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(pred[i]), float(conf[i]), float(kl[i]),
                     "suspected" if suspected[i] else "clean") for i in range(len(dataset))))
         per_class = torch.bincount(dataset.labels[suspected], minlength=len(dataset.classes))
+        lost = {dataset.classes[c]: share for c, share in
+                mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes)).items()}
+        for name, share in lost.items():
+            warn(f"split: {share:.0%} of class {name!r} is suspected; the clean model will hardly see it, so the "
+                 f"final model will rarely predict {name!r} (check its accuracy on that class)")
         return ["clean.idx", "suspected.idx", "split.csv"], {
             "samples": len(dataset), "suspected": int(suspected.sum()), "clean": int((~suspected).sum()),
             "agreement": agreeing,
-            "suspected_per_class": {c: int(k) for c, k in zip(dataset.classes, per_class)}}
+            "suspected_per_class": {c: int(k) for c, k in zip(dataset.classes, per_class)},
+            "mostly_suspected_classes": lost}
 
     return _run(step, common.force, work, str(device))
 

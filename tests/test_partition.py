@@ -3,7 +3,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meca_cli.core.dist import shard_range
-from meca_cli.core.partition import complement, rho_schedule, split_by_agreement, top_fraction
+from meca_cli.core.partition import (complement, mostly_suspected_classes, rho_schedule, split_by_agreement,
+                                     top_fraction)
 
 
 @given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=200), st.floats(0.01, 0.99))
@@ -70,3 +71,10 @@ def test_split_is_a_capped_subset_of_agreement(n, classes, cap, seed):
     assert not (suspected & ~agreeing).any()  # only samples the enhanced model agrees with
     assert int(suspected.sum()) == min(int(agreeing.sum()), int(cap * n))
     assert torch.equal(suspected, split_by_agreement(probs, labels, max_suspected=cap))  # deterministic
+
+
+def test_mostly_suspected_classes_names_the_classes_the_clean_model_will_not_see():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    suspected = torch.tensor([True, True, True, True, True, False, False, False, False, False])
+    assert mostly_suspected_classes(suspected, labels, 4) == {0: 1.0}  # class 3 is empty: not reported
+    assert mostly_suspected_classes(suspected, labels, 4, rate=0.25) == {0: 1.0, 1: 0.25}

@@ -46,6 +46,12 @@ def test_sanitize_end_to_end(runner, tmp_path):
     split_rows = list(csv.DictReader((run / "split/split.csv").open()))
     split_agreement = sum(r["label"] == r["enhanced_pred"] for r in split_rows) / len(split_rows)
     assert float(rounds[-1]["agreement"]) == pytest.approx(split_agreement)
+    # The report names every class the split flagged (almost) whole.
+    by_class: dict = {}
+    for r in split_rows:
+        by_class.setdefault(r["path"].split("/")[0], []).append(r["verdict"] == "suspected")
+    expected = {c: sum(v) / len(v) for c, v in by_class.items() if sum(v) / len(v) >= 0.9}
+    assert report["mostly_suspected_classes"] == pytest.approx(expected)
 
     # A second run is a no-op: every step up to date, outputs untouched.
     mtimes = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}

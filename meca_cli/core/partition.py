@@ -47,3 +47,17 @@ def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_s
         suspected = torch.zeros_like(suspected)
         suspected[keep] = True
     return suspected
+
+
+def mostly_suspected_classes(suspected: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                             rate: float = 0.9) -> dict[int, float]:
+    """Classes whose suspected share reaches `rate`, with that share.
+
+    The clean model is trained without the suspects, so it hardly sees such a class and
+    the final model rarely predicts it: a near-zero attack success rate towards that class
+    then proves nothing about the backdoor.
+    """
+    flagged = torch.bincount(labels[suspected], minlength=num_classes).float()
+    total = torch.bincount(labels, minlength=num_classes).float()
+    share = flagged / total.clamp_min(1)
+    return {c: float(share[c]) for c in range(num_classes) if total[c] > 0 and share[c] >= rate}
