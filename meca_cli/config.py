@@ -67,6 +67,10 @@ class SplitConfig(_Params):
 class RelabelConfig(_Params):
     finetune_epochs: int = 4  # short schedule over the whole relabelled set
     finetune_lr: float = 0.01  # low lr: adjust the clean model, do not retrain it
+    # Suspects of a class the split flagged (almost) whole keep their label when the clean
+    # model's features put them nearer the other suspects than the clean split (core.relabel).
+    keep_lost_class: bool = False
+    neighbours: int = 10  # k of that nearest-neighbour comparison
     batch_size: int = 128
     seed: int = 0
 

@@ -46,3 +46,5 @@ Eps = Annotated[float, typer.Option(min=0, help="FGSM step of the score, in pixe
 Patch = Annotated[int, typer.Option(min=1, help="Side of the random square the perturbation is confined to.")]
 Masks = Annotated[int, typer.Option(min=1, help="Random patches averaged per sample.")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave undecodable or unsafe images out (listed in the summary) instead of failing.")]
+KeepLostClass = Annotated[bool, typer.Option(help="Suspects of a class flagged almost whole keep their label when the clean "
+                                                  "model puts them nearer the other suspects than the clean split.")]

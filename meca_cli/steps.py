@@ -466,10 +466,15 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
     def work():
         net, meta = load_checkpoint(clean_model, dataset, device)
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
-        new = relabel_labels(net, dataset.images, dataset.labels, sus, device)
+        new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
+                                   cfg.keep_lost_class, cfg.neighbours)
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
-        summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum())}
+        summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum()),
+                   "kept_label": int(kept.sum())}
+        if bool(kept.any()):
+            info(f"relabel: {int(kept.sum())} suspects of a class flagged almost whole keep their label "
+                 "(nearer the other suspects than the clean split)")
         if cfg.finetune_epochs > 0:
             ft = TrainConfig(epochs=cfg.finetune_epochs, min_steps=0, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
                              seed=cfg.seed + 17)

@@ -1,17 +1,83 @@
-"""Relabelling: the suspected samples get the clean model's prediction as their label."""
+"""Relabelling: the suspected samples get the clean model's prediction as their label.
+
+One exception. When the split flags (almost) a whole class, the clean model never saw
+that class and calls its images by the nearest class it knows, so the final model would
+lose the class. Among such a class's suspects, a poison (say, an airplane carrying a
+trigger) still has clean neighbours of its true class in the clean model's feature space,
+while an image that really belongs to the class has none of its kind: its nearest
+neighbours are other suspects. Those keep their given label.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from meca_cli.core.partition import mostly_suspected_classes
 from meca_cli.core.train import predict_logits
+
+_QUERY_CHUNK = 1024  # rows of the distance matrix held at once
+
+
+def penultimate_features(model: nn.Module, images: torch.Tensor, device: torch.device,
+                         indices: torch.Tensor | None = None) -> torch.Tensor:
+    """L2-normalised inputs of the model's last linear layer (any architecture), on the CPU."""
+    from meca_cli.core.models import unwrap
+
+    last = [m for m in unwrap(model).modules() if isinstance(m, nn.Linear)][-1]
+    captured: list[torch.Tensor] = []
+    handle = last.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
+    try:
+        predict_logits(model, images, device, indices=indices)
+    finally:
+        handle.remove()
+    return F.normalize(torch.cat(captured), dim=1)
+
+
+def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_self: bool = False) -> torch.Tensor:
+    """Mean distance from each query to its k nearest pool rows (the query itself excluded
+    when the queries are in the pool)."""
+    k = min(k, len(pool) - int(skip_self))
+    if k <= 0:
+        return torch.full((len(queries),), float("inf"))
+    out = []
+    for lo in range(0, len(queries), _QUERY_CHUNK):
+        nearest = torch.cdist(queries[lo:lo + _QUERY_CHUNK], pool).topk(k + int(skip_self), largest=False).values
+        out.append(nearest[:, int(skip_self):].mean(1))
+    return torch.cat(out)
+
+
+def own_class_suspects(features: torch.Tensor, suspected: torch.Tensor, labels: torch.Tensor,
+                       classes: list[int], k: int) -> torch.Tensor:
+    """Boolean mask over all samples: suspects labelled with one of `classes` that are nearer
+    to the other suspects than to the clean split (features of every sample, row-aligned)."""
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    candidates = suspected & torch.isin(labels, torch.tensor(classes, dtype=torch.int64))
+    if not bool(candidates.any()) or not bool((~suspected).any()):
+        return keep
+    to_clean = mean_knn_distance(features[candidates], features[~suspected], k)
+    to_suspects = mean_knn_distance(features[candidates], features[suspected], k, skip_self=True)
+    keep[candidates.nonzero().squeeze(1)] = to_suspects < to_clean
+    return keep
 
 
 def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor,
-            device: torch.device) -> torch.Tensor:
-    """The full label vector: given labels for the clean split, predictions for the suspects."""
+            device: torch.device, num_classes: int | None = None, keep_lost_class: bool = False,
+            neighbours: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full label vector (given labels for the clean split, predictions for the
+    suspects) and the mask of suspects that keep their given label (see the module doc)."""
     new = labels.clone()
-    if len(suspected):
-        new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
-    return new
+    kept = torch.zeros(len(labels), dtype=torch.bool)
+    if not len(suspected):
+        return new, kept
+    new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
+    if keep_lost_class:
+        mask = torch.zeros(len(labels), dtype=torch.bool)
+        mask[suspected] = True
+        lost = list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1))
+        if lost:
+            kept = own_class_suspects(penultimate_features(clean_model, images, device), mask, labels, lost,
+                                      neighbours)
+            new[kept] = labels[kept]
+    return new, kept

@@ -1,0 +1,60 @@
+"""Relabelling, and the suspects of a class flagged almost whole that keep their label."""
+
+import torch
+from torch import nn
+
+from meca_cli.core.relabel import mean_knn_distance, own_class_suspects, penultimate_features, relabel
+
+
+def test_mean_knn_distance_skips_the_query_itself():
+    pool = torch.tensor([[0.0], [1.0], [3.0]])
+    assert mean_knn_distance(pool, pool, k=1, skip_self=True).tolist() == [1.0, 1.0, 2.0]
+    assert mean_knn_distance(torch.tensor([[0.5]]), pool, k=2).tolist() == [0.5]
+
+
+def test_own_class_suspects_keeps_the_class_and_not_the_poison():
+    # Class 0 and 1 clean images sit at x = 0 and x = 10; class 2 was flagged whole: its own
+    # images sit together at x = 20, its poisons (really class 0) among the class-0 images.
+    feats = torch.tensor([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2], [20.0], [20.1], [20.2], [0.15], [0.05]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    suspected = torch.tensor([False] * 6 + [True] * 5)
+    keep = own_class_suspects(feats, suspected, labels, [2], k=2)
+    assert keep.nonzero().squeeze(1).tolist() == [6, 7, 8]
+
+
+class Tiny(nn.Module):
+    """Features = the first two input values; logits = a fixed linear map of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(2, 3, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+
+    def forward(self, x):
+        return self.head(x.flatten(1)[:, :2])
+
+
+def _images(rows):
+    img = torch.zeros(len(rows), 1, 1, 2, dtype=torch.uint8)
+    img[:, 0, 0] = torch.tensor(rows, dtype=torch.uint8)
+    return img
+
+
+def test_penultimate_features_are_the_last_linear_layers_normalised_input():
+    feats = penultimate_features(Tiny(), _images([[255, 0], [0, 51]]), torch.device("cpu"))
+    assert torch.allclose(feats, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_relabel_keeps_the_lost_class_only_when_asked():
+    # Clean: class 0 (feature along x) and class 1 (along y). Class 2 is wholly suspected:
+    # two of its images point along x+y together (its own), one along x (a class-0 poison).
+    images = _images([[200, 0], [210, 0], [0, 200], [0, 210], [150, 150], [160, 150], [205, 1]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    suspected = torch.tensor([4, 5, 6])
+    plain, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3)
+    assert not kept.any() and plain[6] == 0 and plain[4] != 2 and plain[5] != 2
+    new, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3, keep_lost_class=True,
+                        neighbours=1)
+    assert kept.nonzero().squeeze(1).tolist() == [4, 5]
+    assert new.tolist() == [0, 0, 1, 1, 2, 2, 0]  # the poison still gets the clean model's label
