@@ -119,8 +119,10 @@ def run_bench_ablation(protocol: Protocol, data: Path, work: Path, results: Path
 def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
               common: steps.Common, epochs: int | None = None, per_class: int | None = None,
               label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True,
-              min_steps: int | None = None) -> dict:
-    """Run every (attack, seed) not yet in `results`; write results after each run."""
+              min_steps: int | None = None, rerun_from: str | None = None) -> dict:
+    """Run every (attack, seed) not yet in `results`; write results after each run. With
+    `rerun_from`, finished runs whose configuration differs from the current one are run
+    again from that sanitize step on (see `run_experiment`)."""
     root = locate_cifar10(data, work / "cifar10-src")
     name, proto = protocol_label(protocol, epochs, per_class, min_steps)
     name = label or name
@@ -133,6 +135,12 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
                              rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed,
                              no_defence=no_defence)
             done = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
+            if done is not None and rerun_from is not None and done.get("config") != cfg.with_seed(seed).to_dict():
+                info(f"bench: {name} {attack} seed {seed}: measuring again from {rerun_from}")
+                result = run_experiment(exp, cfg.with_seed(seed), common, start=rerun_from, previous=done)
+                table["runs"][table["runs"].index(done)] = {**key, "protocol_note": proto.note, **result}
+                write_json(results, table)
+                continue
             if done is not None:
                 info(f"bench: {name} {attack} seed {seed}: done already")
                 if refresh_model_metrics(done, exp, common):

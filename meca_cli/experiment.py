@@ -74,17 +74,24 @@ def _evaluate(checkpoint: Path, exp: Experiment, trig_dir: Path | None, common: 
     return model_metrics(model, meta, clean, trig, exp.target, device)
 
 
-def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common) -> dict:
-    """Run (or resume) the experiment; returns and writes WORK/result.json."""
+def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common, start: str | None = None,
+                   previous: dict | None = None) -> dict:
+    """Run (or resume) the experiment; returns and writes WORK/result.json.
+
+    With `start`, sanitize recomputes from that step on over the run's saved earlier steps
+    (as `meca sanitize --from` does), and the no-defence result is taken from `previous`:
+    a change to a late step is measured without retraining what it does not reach."""
     started = time.monotonic()
     train_dir, trig_dir = prepare_data(exp, common)
     result: dict = {"attack": exp.attack, "rate": exp.rate if exp.attack != CLEAN else 0.0, "seed": exp.seed,
                     "per_class": exp.per_class, "train_samples": None}
-    if exp.no_defence:
+    if start is not None and previous is not None and "no_defence" in previous:
+        result["no_defence"] = previous["no_defence"]
+    elif exp.no_defence:
         nd = steps.train(train_dir, exp.work / "no-defence", common, cfg.train, cfg.arch, name="no-defence")
         result["no_defence"] = {**_evaluate(exp.work / "no-defence" / "model.safetensors", exp, trig_dir, common),
                                 "seconds": nd.summary.get("seconds")}
-    run = sanitize(train_dir, exp.work / "run", common, cfg)
+    run = sanitize(train_dir, exp.work / "run", common, cfg, start=start)
     report = run.report
     result["train_samples"] = report["samples"]
     result["detection"] = detection_metrics(exp.work / "run" / "verdicts.csv", train_dir / poisoning.GROUND_TRUTH)
@@ -94,6 +101,9 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common) -
     result["seconds"] = {**report["seconds"], "sanitize_total": round(sum(v or 0 for v in report["seconds"].values()), 2)}
     result["wall_seconds"] = round(time.monotonic() - started, 2)
     result["config"] = cfg.to_dict()
+    if start is not None:
+        result["measured_from"] = start  # earlier steps are the saved ones, made with `previous["config"]`
+        result["earlier_steps_config"] = (previous or {}).get("config")
     write_json(exp.work / "result.json", result)
     return result
 

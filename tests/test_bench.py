@@ -33,6 +33,23 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     (run,) = json.loads(results.read_text())["runs"]
     assert {k: run[k]["target_accuracy"] for k in measured} == measured
 
+    # A run made with other defaults is measured again from a late step only: the earlier
+    # steps and the no-defence model are reused, not retrained.
+    work_run = tmp_path / "work" / "cifar10-small[epochs=2,per_class=12,min_steps=0]" / "badnet-s0"
+    kept = [work_run / "no-defence" / "model.safetensors", work_run / "run" / "train-clean" / "model.safetensors"]
+    mtimes = [p.stat().st_mtime_ns for p in kept]
+    old = json.loads(results.read_text())
+    old["runs"][0]["config"] = {"made": "with older defaults"}
+    results.write_text(json.dumps(old))
+    r = runner.invoke(app, ["bench", *common, "--from", "relabel"])
+    assert r.exit_code == 0, r.stderr
+    (again,) = json.loads(results.read_text())["runs"]
+    assert again["measured_from"] == "relabel" and again["earlier_steps_config"] == {"made": "with older defaults"}
+    assert again["config"] == run["config"] and again["no_defence"] == run["no_defence"]
+    assert [p.stat().st_mtime_ns for p in kept] == mtimes
+    r = runner.invoke(app, ["bench", *common, "--from", "relabel"])  # now current: nothing to do
+    assert r.exit_code == 0 and "measuring again" not in r.stderr and "already" in r.stderr
+
     r = runner.invoke(app, ["bench", *common, "--defences", "all"])
     assert r.exit_code == 0, r.stderr
     (peer,) = json.loads(results.with_name("cifar10-small-defences.json").read_text())["runs"]

@@ -24,6 +24,9 @@ def bench(
                                                               "(a reduced protocol; tiny folders).")] = None,
     no_defence: Annotated[bool, typer.Option("--baseline/--no-baseline",
                                              help="Also train the no-defence baseline.")] = True,
+    rerun_from: Annotated[str | None, typer.Option("--from", help="Re-measure finished runs from this sanitize step on "
+                                                                  "with the current defaults, reusing the earlier steps' "
+                                                                  "artifacts and the no-defence result.")] = None,
     work: Annotated[Path, typer.Option(help="Work folder for poisoned data and runs (resumable).")] = Path("benchmarks/work"),
     results: Annotated[Path | None, typer.Option(help="Results JSON [default: benchmarks/results/<protocol>.json].")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Only (re)generate this Markdown file from the results JSON files.")] = None,
@@ -119,4 +122,4 @@ def bench(
                            epochs=epochs, per_class=per_class, min_steps=min_steps)
         return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
-              epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps)
+              epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps, rerun_from=rerun_from)
