@@ -437,8 +437,8 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
         lost = {dataset.classes[c]: share for c, share in
                 mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes)).items()}
         for name, share in lost.items():
-            warn(f"split: {share:.0%} of class {name!r} is suspected; the clean model will hardly see it, so the "
-                 f"final model will rarely predict {name!r} (check its accuracy on that class)")
+            warn(f"split: {share:.0%} of class {name!r} is suspected; the clean model will hardly see it (relabel "
+                 f"--keep-lost-class gives it back the suspects that look like it; check the final model on {name!r})")
         return ["clean.idx", "suspected.idx", "split.csv"], {
             "samples": len(dataset), "suspected": int(suspected.sum()), "clean": int((~suspected).sum()),
             "agreement": agreeing,
