@@ -258,6 +258,13 @@ def render_all(result_files: list[Path]) -> str:
         out += [f"## {name}", "", note + ".", "",
                 f"Reproduce: `meca bench --protocol {base} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
+        for start in sorted({r["measured_from"] for r in runs if r.get("measured_from")}):
+            again = [a for a in attacks if any(r["attack"] == a and r.get("measured_from") == start for r in runs)]
+            out += [f"The MeCa columns of {', '.join(again)} were measured again from the `{start}` step on, over "
+                    f"each run's saved earlier steps, after a change to the defaults that only reaches that step: "
+                    f"`meca bench --protocol {base} --attacks {','.join(again)} --seeds "
+                    f"{','.join(map(str, seeds))}{extra} --from {start}` (each result records the configuration "
+                    "of the earlier steps).", ""]
         out += headline_table(runs)
         out += [""] + paper_rows() + [""]
         if peers_by_protocol.get(name):

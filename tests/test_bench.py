@@ -69,6 +69,7 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert "--epochs 2 --per-class 12 --min-steps 0" in text  # the reduced protocol's reproduce command
     assert "abl ACC | abl ASR" in text and "cutmix ACC" in text and "| badnet | 0 |" in text
     assert "Detection by the defences that isolate samples" in text
+    assert "measured again from the `relabel` step" in text and "--seeds 0 --epochs 2 --per-class 12 --min-steps 0 --from relabel" in text
 
 
 def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, monkeypatch):
