@@ -53,9 +53,8 @@ def mostly_suspected_classes(suspected: torch.Tensor, labels: torch.Tensor, num_
                              rate: float = 0.9) -> dict[int, float]:
     """Classes whose suspected share reaches `rate`, with that share.
 
-    The clean model is trained without the suspects, so it hardly sees such a class and
-    the final model rarely predicts it: a near-zero attack success rate towards that class
-    then proves nothing about the backdoor.
+    The clean model is trained without the suspects, so it hardly sees such a class;
+    relabelling gives the class back the suspects that look like it (core.relabel).
     """
     flagged = torch.bincount(labels[suspected], minlength=num_classes).float()
     total = torch.bincount(labels, minlength=num_classes).float()
