@@ -79,16 +79,21 @@ def locate_cifar10(source: Path, unpack_to: Path) -> Path:
 
 
 def protocol_label(protocol: Protocol, epochs: int | None = None, per_class: int | None = None,
-                   min_steps: int | None = None) -> tuple[str, Protocol]:
+                   min_steps: int | None = None, rate: float | None = None) -> tuple[str, Protocol]:
     """The name runs are stored under (and their work folder), and the effective protocol:
-    the protocol's own name, or with the overrides of a reduced protocol in brackets."""
-    proto = replace(protocol, epochs=epochs or protocol.epochs,
-                    per_class=per_class if per_class is not None else protocol.per_class,
-                    min_steps=min_steps if min_steps is not None else protocol.min_steps)
-    if proto == protocol:
-        return protocol.name, proto
-    floor = f",min_steps={proto.min_steps}" if proto.min_steps is not None else ""
-    return f"{protocol.name}[epochs={proto.epochs},per_class={proto.per_class}{floor}]", proto
+    the protocol's own name, or with the overrides of a reduced protocol or another poison
+    rate in brackets."""
+    recipe = replace(protocol, epochs=epochs or protocol.epochs,
+                     per_class=per_class if per_class is not None else protocol.per_class,
+                     min_steps=min_steps if min_steps is not None else protocol.min_steps)
+    proto = replace(recipe, rate=rate if rate is not None else protocol.rate)
+    overrides = []
+    if recipe != protocol:
+        overrides += [f"epochs={proto.epochs}", f"per_class={proto.per_class}"]
+        overrides += [f"min_steps={proto.min_steps}"] if proto.min_steps is not None else []
+    if proto.rate != protocol.rate:
+        overrides.append(f"rate={proto.rate:g}")
+    return (f"{protocol.name}[{','.join(overrides)}]" if overrides else protocol.name), proto
 
 
 def protocol_config(proto: Protocol, base: SanitizeConfig) -> SanitizeConfig:
@@ -100,12 +105,12 @@ def protocol_config(proto: Protocol, base: SanitizeConfig) -> SanitizeConfig:
 def run_bench_ablation(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str],
                        seeds: list[int], common: steps.Common, sweeps: dict[str, tuple],
                        epochs: int | None = None, per_class: int | None = None,
-                       min_steps: int | None = None) -> dict:
+                       min_steps: int | None = None, rate: float | None = None) -> dict:
     """The protocol's runs (no baseline) with one parameter varied at a time."""
     from meca_cli.ablation import run_ablation
 
     root = locate_cifar10(data, work / "cifar10-src")
-    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps, rate)
 
     def make_experiment(attack: str, seed: int) -> Experiment:
         return Experiment(root / "train", root / "test", work / f"{name}-ablation" / f"{attack}-s{seed}",
@@ -119,12 +124,12 @@ def run_bench_ablation(protocol: Protocol, data: Path, work: Path, results: Path
 def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str], seeds: list[int],
               common: steps.Common, epochs: int | None = None, per_class: int | None = None,
               label: str | None = None, cfg: SanitizeConfig | None = None, no_defence: bool = True,
-              min_steps: int | None = None, rerun_from: str | None = None) -> dict:
+              min_steps: int | None = None, rerun_from: str | None = None, rate: float | None = None) -> dict:
     """Run every (attack, seed) not yet in `results`; write results after each run. With
     `rerun_from`, finished runs whose configuration differs from the current one are run
     again from that sanitize step on (see `run_experiment`)."""
     root = locate_cifar10(data, work / "cifar10-src")
-    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps, rate)
     name = label or name
     cfg = protocol_config(proto, cfg or SanitizeConfig())
     table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}

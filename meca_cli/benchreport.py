@@ -44,19 +44,20 @@ def _get(run: dict, *path: str):
     return run
 
 
-def headline_table(runs: list[dict]) -> list[str]:
-    rows = ["| attack | seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
+def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
+    """One row per attack (and per poison rate, with `by_rate`), seeds averaged."""
+    rows = ["| attack | " + ("rate | " if by_rate else "") + "seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
             "MeCa final ACC | MeCa final ASR | MeCa final target ACC | recall | FPR | AUROC | verdict | sanitize min |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    by_attack: dict[str, list[dict]] = defaultdict(list)
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if by_rate else "")]
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
     for run in runs:
-        by_attack[run["attack"]].append(run)
-    for attack in sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99):
-        rs = by_attack[attack]
+        groups[(run["attack"], run.get("rate", 0.0) if by_rate else 0.0)].append(run)
+    for attack, rate in sorted(groups, key=lambda k: (ALL_RUNS.index(k[0]) if k[0] in ALL_RUNS else 99, k[1])):
+        rs = groups[(attack, rate)]
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, ",".join(str(r["seed"]) for r in rs),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), ",".join(str(r["seed"]) for r in rs),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
@@ -122,6 +123,29 @@ def perf_section(perf: dict) -> list[str]:
                 f"{d['epochs']} epochs, the cores split between the processes): 1 process {t['1']:.0f} s, "
                 f"2 processes {t['2']:.0f} s, speed-up {d['speedup']:.2f}x.", ""]
     return out
+
+
+def _without_rate(name: str) -> str:
+    """'cifar10-small[rate=0.01]' -> 'cifar10-small'; other overrides are kept."""
+    if "[" not in name:
+        return name
+    kept = [p for p in name[name.index("[") + 1:-1].split(",") if not p.startswith("rate=")]
+    return name.split("[")[0] + (f"[{','.join(kept)}]" if kept else "")
+
+
+def rate_section(name: str, runs: list[dict]) -> list[str]:
+    """The protocol's attacks at other poison rates, one row per attack and rate."""
+    base, extra = _protocol_flags(name)
+    rates = sorted({r["rate"] for r in runs})
+    out = [f"### Other poison rates ({name})", "",
+           "The same protocol with only the poison rate changed (covers stay at the attack's own rate); "
+           "the protocol's own rate is in its table.", ""]
+    for rate in rates:
+        rs = [r for r in runs if r["rate"] == rate]
+        attacks = sorted({r["attack"] for r in rs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
+        out.append(f"Reproduce {100 * rate:g} %: `meca bench --protocol {base}{extra} --rate {rate:g} "
+                   f"--attacks {','.join(attacks)} --seeds {','.join(map(str, sorted({r['seed'] for r in rs})))}`")
+    return out + [""] + headline_table(runs, by_rate=True) + [""]
 
 
 def _protocol_flags(name: str) -> tuple[str, str]:
@@ -250,7 +274,13 @@ def render_all(result_files: list[Path]) -> str:
         for run in table["runs"]:
             by_protocol[run["protocol"]].append(run)
     out = [HEADER]
+    rate_sweeps: dict[str, list[str]] = defaultdict(list)  # base protocol -> its other-rate names
+    for name in by_protocol:
+        if "rate=" in name:
+            rate_sweeps[_without_rate(name)].append(name)
     for name, runs in by_protocol.items():
+        if "rate=" in name:
+            continue
         note = runs[0].get("protocol_note", "")
         seeds = sorted({r["seed"] for r in runs})
         attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
@@ -285,6 +315,11 @@ def render_all(result_files: list[Path]) -> str:
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]
+        if rate_sweeps.get(name):
+            out += rate_section(name, [r for other in rate_sweeps[name] for r in by_protocol[other]])
+    for name, others in rate_sweeps.items():
+        if name not in by_protocol:  # only other-rate runs of this protocol so far
+            out += [f"## {name}", ""] + rate_section(name, [r for other in others for r in by_protocol[other]])
     for table in ablations:
         out += ablation_section(table)
     if perf is not None:

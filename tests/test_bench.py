@@ -62,6 +62,15 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert peer["defences"]["dbr"]["flagged"] == 2  # 5 % of 36
     assert 0 <= peer["defences"]["scanft"]["fpr"] <= 1 and peer["defences"]["scanft"]["top_class"] in (0, 1, 2)
 
+    # Another poison rate is stored apart, poisons that share of the folder, and gets its own table.
+    r = runner.invoke(app, ["bench", *common, "--rate", "0.25", "--no-baseline"])
+    assert r.exit_code == 0, r.stderr
+    other = [r for r in json.loads(results.read_text())["runs"] if r["protocol"] != run["protocol"]]
+    assert [(o["protocol"], o["rate"]) for o in other] == [("cifar10-small[epochs=2,per_class=12,min_steps=0,rate=0.25]",
+                                                            0.25)]
+    truth = (tmp_path / "work" / other[0]["protocol"] / "badnet-s0" / "data" / "train" / "ground_truth.csv").read_text()
+    assert truth.count(",poison") == 9  # 25 % of 36
+
     md = tmp_path / "BENCHMARKS.md"
     r = runner.invoke(app, ["bench", "--markdown", str(md)])  # every JSON in benchmarks/results
     assert r.exit_code == 0, r.stderr
@@ -69,6 +78,8 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert "--epochs 2 --per-class 12 --min-steps 0" in text  # the reduced protocol's reproduce command
     assert "abl ACC | abl ASR" in text and "cutmix ACC" in text and "| badnet | 0 |" in text
     assert "Detection by the defences that isolate samples" in text
+    assert "### Other poison rates (cifar10-small[epochs=2,per_class=12,min_steps=0])" in text
+    assert "--min-steps 0 --rate 0.25 --attacks badnet --seeds 0" in text and "| badnet | 25 % | 0 |" in text
     assert "measured again from the `relabel` step" in text and "--seeds 0 --epochs 2 --per-class 12 --min-steps 0 --from relabel" in text
 
 

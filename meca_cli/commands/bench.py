@@ -22,6 +22,8 @@ def bench(
     per_class: Annotated[int | None, typer.Option(min=1, help="Override the protocol's images per class.")] = None,
     min_steps: Annotated[int | None, typer.Option(min=0, help="Override the training recipe's step floor "
                                                               "(a reduced protocol; tiny folders).")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Override the protocol's poison rate "
+                                                                      "(runs stored apart, e.g. cifar10-small[rate=0.01]).")] = None,
     no_defence: Annotated[bool, typer.Option("--baseline/--no-baseline",
                                              help="Also train the no-defence baseline.")] = True,
     rerun_from: Annotated[str | None, typer.Option("--from", help="Re-measure finished runs from this sanitize step on "
@@ -105,7 +107,7 @@ def bench(
             raise ConfigError(f"{results}: no benchmark results yet", hint="run the benchmark before its defences")
         root = locate_cifar10(data, work / "cifar10-src")
         run_defences(json.loads(results.read_text()), results.with_name(f"{results.stem}-defences.json"),
-                     protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps)[0], root, work, names,
+                     protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps, rate)[0], root, work, names,
                      seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))
         return
@@ -119,7 +121,8 @@ def bench(
         ablation_results = results if explicit_results else Path("benchmarks/results") / f"{protocol}-ablation.json"
         run_bench_ablation(PROTOCOLS[protocol], data, work, ablation_results, names, seed_list,
                            steps.Common(device=device, cache_dir=cache_dir), sweeps,
-                           epochs=epochs, per_class=per_class, min_steps=min_steps)
+                           epochs=epochs, per_class=per_class, min_steps=min_steps, rate=rate)
         return
     run_bench(PROTOCOLS[protocol], data, work, results, names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
-              epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps, rerun_from=rerun_from)
+              epochs=epochs, per_class=per_class, no_defence=no_defence, min_steps=min_steps, rerun_from=rerun_from,
+              rate=rate)
