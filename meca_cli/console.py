@@ -105,11 +105,13 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=n, description=f"{self.label} {note}".strip())
             return
-        pct = int(100 * self.done / self.total) // 10 * 10
+        pct = int(100 * self.done / self.total)
         now = time.monotonic()
-        if pct > self._last_pct or now - self._last_line > 30:
+        if pct // 10 > self._last_pct // 10 or now - self._last_line > 30:
             self._last_pct, self._last_line = pct, now
-            err.print(f"{self.label}: {pct}% ({self.done}/{self.total}) {now - self.start:.0f}s {note}".rstrip(),
+            elapsed = now - self.start
+            left = f" ~{elapsed / self.done * (self.total - self.done):.0f}s left" if 0 < self.done < self.total else ""
+            err.print(f"{self.label}: {pct}% ({self.done}/{self.total}) {elapsed:.0f}s{left} {note}".rstrip(),
                       markup=False)
 
     def close(self) -> None:
