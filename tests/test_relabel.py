@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from meca_cli.core.relabel import mean_knn_distance, own_class_suspects, penultimate_features, relabel
+from meca_cli.core.relabel import mean_knn_distance, own_class_suspects, relabel
+from meca_cli.core.train import predict_logits, predict_with_features
 
 
 def test_mean_knn_distance_skips_the_query_itself():
@@ -41,9 +42,11 @@ def _images(rows):
     return img
 
 
-def test_penultimate_features_are_the_last_linear_layers_normalised_input():
-    feats = penultimate_features(Tiny(), _images([[255, 0], [0, 51]]), torch.device("cpu"))
-    assert torch.allclose(feats, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+def test_features_are_the_last_linear_layers_input_beside_the_same_logits():
+    images, model, cpu = _images([[255, 0], [0, 51], [102, 51]]), Tiny(), torch.device("cpu")
+    logits, feats = predict_with_features(model, images, cpu, indices=torch.tensor([2, 0]))
+    assert torch.allclose(feats, torch.tensor([[0.4, 0.2], [1.0, 0.0]]))
+    assert torch.equal(logits, predict_logits(model, images, cpu, indices=torch.tensor([2, 0])))
 
 
 def test_relabel_keeps_the_lost_class_only_when_asked():

@@ -15,24 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.core.partition import mostly_suspected_classes
-from meca_cli.core.train import predict_logits
+from meca_cli.core.train import predict_logits, predict_with_features
 
 _QUERY_CHUNK = 1024  # rows of the distance matrix held at once
-
-
-def penultimate_features(model: nn.Module, images: torch.Tensor, device: torch.device,
-                         indices: torch.Tensor | None = None) -> torch.Tensor:
-    """L2-normalised inputs of the model's last linear layer (any architecture), on the CPU."""
-    from meca_cli.core.models import unwrap
-
-    last = [m for m in unwrap(model).modules() if isinstance(m, nn.Linear)][-1]
-    captured: list[torch.Tensor] = []
-    handle = last.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
-    try:
-        predict_logits(model, images, device, indices=indices)
-    finally:
-        handle.remove()
-    return F.normalize(torch.cat(captured), dim=1)
 
 
 def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_self: bool = False) -> torch.Tensor:
@@ -71,13 +56,15 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     kept = torch.zeros(len(labels), dtype=torch.bool)
     if not len(suspected):
         return new, kept
-    new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
-    if keep_lost_class:
-        mask = torch.zeros(len(labels), dtype=torch.bool)
-        mask[suspected] = True
-        lost = list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1))
-        if lost:
-            kept = own_class_suspects(penultimate_features(clean_model, images, device), mask, labels, lost,
-                                      neighbours)
-            new[kept] = labels[kept]
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    mask[suspected] = True
+    lost = list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1)) if keep_lost_class else []
+    if not lost:
+        new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
+        return new, kept
+    # The rule needs every sample's features; the suspects' predictions come from the same pass.
+    logits, features = predict_with_features(clean_model, images, device)
+    new[suspected] = logits[suspected].argmax(1)
+    kept = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours)
+    new[kept] = labels[kept]
     return new, kept

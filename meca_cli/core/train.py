@@ -211,3 +211,19 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
             out = torch.empty(len(pool), logits.shape[1])
         out[start:start + len(x)] = logits.cpu()
     return out if out is not None else torch.empty(0, 0)
+
+
+def predict_with_features(model: nn.Module, images: torch.Tensor, device: torch.device,
+                          indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, features) for images[indices] in one pass; features are the input of the
+    model's last linear layer (its representation, any architecture), float32 on the CPU."""
+    from meca_cli.core.models import unwrap
+
+    last = [m for m in unwrap(model).modules() if isinstance(m, nn.Linear)][-1]
+    captured: list[torch.Tensor] = []
+    handle = last.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().float().cpu()))
+    try:
+        logits = predict_logits(model, images, device, indices=indices)
+    finally:
+        handle.remove()
+    return logits, torch.cat(captured) if captured else torch.empty(0, 0)

@@ -31,19 +31,11 @@ class SCAnConfig:
     unlearn_ceiling: float = 5.0  # stop ascending a detected sample's loss beyond this
 
 
-@torch.no_grad()
 def penultimate_features(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Inputs of the model's last linear layer (its representation), float64 on the CPU."""
-    from meca_cli.core.train import predict_logits
+    from meca_cli.core.train import predict_with_features
 
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    chunks: list[torch.Tensor] = []
-    handle = last.register_forward_pre_hook(lambda _m, inputs: chunks.append(inputs[0].detach().double().cpu()))
-    try:
-        predict_logits(model, images, device)
-    finally:
-        handle.remove()
-    return torch.cat(chunks)
+    return predict_with_features(model, images, device)[1].double()
 
 
 def within_class_precision(features: torch.Tensor, labels: torch.Tensor, ridge: float) -> torch.Tensor:
