@@ -45,16 +45,19 @@ class Protocol:
     target: int
     arch: str
     epochs: int
-    note: str
+    note: str  # "{rate}" stands for the poison rate
     min_steps: int | None = None  # the training recipe's step floor; None keeps TrainConfig's
+
+    def describe(self) -> str:
+        return self.note.format(rate=f"{100 * self.rate:g} %")
 
 
 PROTOCOLS = {
     "cifar10-small": Protocol("cifar10-small", 1000, 0.05, 1, "smallcnn", 20,
                               "10,000 CIFAR-10 training images (1,000 per class), full 10,000-image test set, "
-                              "smallcnn, 20 epochs, 5 % poison, target 1 (automobile), CPU"),
+                              "smallcnn, 20 epochs, {rate} poison, target 1 (automobile), CPU"),
     "cifar10-paper": Protocol("cifar10-paper", None, 0.05, 1, "resnet18", 100,
-                              "all 50,000 CIFAR-10 training images, ResNet-18, 100 epochs, 5 % poison, target 1 "
+                              "all 50,000 CIFAR-10 training images, ResNet-18, 100 epochs, {rate} poison, target 1 "
                               "(GPU)"),
 }
 
@@ -143,7 +146,7 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
             if done is not None and rerun_from is not None and done.get("config") != cfg.with_seed(seed).to_dict():
                 info(f"bench: {name} {attack} seed {seed}: measuring again from {rerun_from}")
                 result = run_experiment(exp, cfg.with_seed(seed), common, start=rerun_from, previous=done)
-                table["runs"][table["runs"].index(done)] = {**key, "protocol_note": proto.note, **result}
+                table["runs"][table["runs"].index(done)] = {**key, "protocol_note": proto.describe(), **result}
                 write_json(results, table)
                 continue
             if done is not None:
@@ -153,7 +156,7 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
                 continue
             info(f"bench: {name} {attack} seed {seed}")
             result = run_experiment(exp, cfg.with_seed(seed), common)
-            table["runs"].append({**key, "protocol_note": proto.note, **result})
+            table["runs"].append({**key, "protocol_note": proto.describe(), **result})
             results.parent.mkdir(parents=True, exist_ok=True)
             write_json(results, table)
     return table

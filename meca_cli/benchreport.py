@@ -133,9 +133,16 @@ def _without_rate(name: str) -> str:
     return name.split("[")[0] + (f"[{','.join(kept)}]" if kept else "")
 
 
+def _label_rate(name: str) -> float:
+    """The poison rate a run was made at, from its protocol label ('...[rate=0.01]')."""
+    return float(name[name.index("rate=") + 5:].split(",")[0].rstrip("]"))
+
+
 def rate_section(name: str, runs: list[dict]) -> list[str]:
-    """The protocol's attacks at other poison rates, one row per attack and rate."""
+    """The protocol's attacks at other poison rates, one row per attack and rate (the clean
+    control, if run there, under the rate it was run with)."""
     base, extra = _protocol_flags(name)
+    runs = [{**r, "rate": _label_rate(r["protocol"])} for r in runs]
     rates = sorted({r["rate"] for r in runs})
     out = [f"### Other poison rates ({name})", "",
            "The same protocol with only the poison rate changed (covers stay at the attack's own rate); "

@@ -70,6 +70,7 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
                                                             0.25)]
     truth = (tmp_path / "work" / other[0]["protocol"] / "badnet-s0" / "data" / "train" / "ground_truth.csv").read_text()
     assert truth.count(",poison") == 9  # 25 % of 36
+    assert "25 % poison" in other[0]["protocol_note"]
 
     md = tmp_path / "BENCHMARKS.md"
     r = runner.invoke(app, ["bench", "--markdown", str(md)])  # every JSON in benchmarks/results

@@ -62,6 +62,8 @@ def bench(
         atomic_write_text(markdown, render_all(sorted(Path("benchmarks/results").glob("*.json"))
                                                if results is None else [results]))
         return
+    if rate is not None and rate <= 0:
+        raise ConfigError("--rate must be above 0", hint="the clean control is its own run: --attacks clean")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")
     if perf:
