@@ -6,9 +6,10 @@ DATA=${1:?usage: pipeline.sh DATA RUN [options]}
 RUN=${2:?usage: pipeline.sh DATA RUN [options]}
 shift 2
 EPOCHS=${EPOCHS:-20}
-POISONED_EPOCHS=${POISONED_EPOCHS:-$(( (EPOCHS + 2) / 3 ))}
+POISONED_EPOCHS=${POISONED_EPOCHS:-$(( (EPOCHS + 1) / 3 ))}  # round(EPOCHS / 3), as sanitize
+POISONED_MIN_STEPS=${POISONED_MIN_STEPS:-200}                # a third of the 600-step floor
 
-meca train "$DATA" -o "$RUN/train-poisoned" --epochs "$POISONED_EPOCHS" "$@"
+meca train "$DATA" -o "$RUN/train-poisoned" --epochs "$POISONED_EPOCHS" --min-steps "$POISONED_MIN_STEPS" "$@"
 meca score "$DATA" -m "$RUN/train-poisoned/model.safetensors" -o "$RUN/score" "$@"
 meca partition "$RUN/score/scores.csv" -o "$RUN/partition"
 meca enhance "$DATA" -m "$RUN/train-poisoned/model.safetensors" --clean-seed "$RUN/partition/clean_seed.idx" \
