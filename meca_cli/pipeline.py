@@ -57,6 +57,8 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
     recomputed when `start` is given, and nothing after `until` runs."""
     run = Path(run)
     lo, hi = _select(start, until)
+    if export is not None:
+        check_export_target(data, Path(export), export_mode)  # before the work, not after it
     result = SanitizeResult(run)
     d = {name: run / name for name in STEPS}
     poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)),
@@ -164,19 +166,29 @@ def export_plan(verdicts: Path, paths: list[str], classes: int, mode: str) -> li
     return picks
 
 
+def check_export_target(data: Path, target: Path, mode: str) -> None:
+    """Refuse an export that cannot be written, before any work is done."""
+    from meca_cli.errors import DataError
+
+    if mode not in ("relabeled", "clean"):
+        raise ConfigError(f"unknown export mode {mode!r}", hint="use relabeled or clean")
+    if target.resolve().is_relative_to(Path(data).resolve()):
+        raise DataError(f"{target}: export folder is inside the input folder {data}, which is never modified",
+                        hint="choose a folder outside it")
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: export target is a file", hint="choose a new folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise DataError(f"{target}: export folder exists and is not empty", hint="choose a new folder")
+
+
 def export_folder(data: Path, run: Path, target: Path, common: steps.Common, mode: str = "relabeled") -> int:
     """Copy the sanitized data set to `target` as a new image folder.
 
     mode 'relabeled': every sample, suspects filed under their new label; 'clean': the clean
     split only. Files are copied (never linked) and only inside `target`.
     """
-    from meca_cli.errors import DataError
-
-    if mode not in ("relabeled", "clean"):
-        raise ConfigError(f"unknown export mode {mode!r}", hint="use relabeled or clean")
     target = Path(target)
-    if target.exists() and any(target.iterdir()):
-        raise DataError(f"{target}: export folder exists and is not empty", hint="choose a new folder")
+    check_export_target(data, target, mode)
     scan = steps.open_data(data, common).scan  # the samples the run indexed (--skip-bad ones left out)
     picks = export_plan(run / "verdicts.csv", scan.paths, len(scan.classes), mode)
     staging = target.with_name(f".{target.name}.partial")

@@ -18,7 +18,7 @@ import torch
 
 from meca_cli.core.attacks import AttackConfig, apply_test_trigger, asr_population, poison
 from meca_cli.core.data import ImageSet
-from meca_cli.core.evaluation import ATTACK_CARD
+from meca_cli.core.evaluation import ATTACK_CARD, read_attack_card
 from meca_cli.datasets import write_png
 from meca_cli.errors import ArtifactError, DataError
 from meca_cli.store.artifacts import atomic_write_text, format_csv
@@ -41,6 +41,8 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
 
 def _staging(out: Path) -> Path:
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: output path is a file", hint="choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: output folder exists and is not empty", hint="choose a new folder or remove it")
     staging = out.with_name(f".{out.name}.partial")
@@ -66,12 +68,16 @@ def config_from_card(folder: Path) -> tuple[AttackConfig, dict[str, torch.Tensor
     card_path, state_path = Path(folder) / ATTACK_CARD, Path(folder) / TRIGGER_STATE
     if not card_path.is_file() or not state_path.is_file():
         raise ArtifactError(f"{folder}: not a folder written by 'meca poison' (no {ATTACK_CARD} / {TRIGGER_STATE})")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    cfg = dict(card["config"])
-    for key in ("cover_classes", "adaptive_patch_alphas"):
-        cfg[key] = tuple(cfg[key])
+    try:
+        cfg = dict(read_attack_card(folder)["config"])
+        for key in ("cover_classes", "adaptive_patch_alphas"):
+            cfg[key] = tuple(cfg[key])
+        config = AttackConfig(**cfg)
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{card_path}: attack card is not one 'meca poison' wrote (edited?)",
+                            hint="re-create the folder with 'meca poison'") from None
     tensors, _ = load_tensors(state_path)
-    return AttackConfig(**cfg), tensors
+    return config, tensors
 
 
 def write_poisoned(dataset: ImageSet, out: Path, config: AttackConfig, subset: torch.Tensor | None = None) -> dict:

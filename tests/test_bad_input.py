@@ -236,3 +236,38 @@ def test_run_dir_of_another_version_and_mismatched_architecture(runner, tmp_path
                             str(tmp_path / "s"), "--image-size", "16"])
     assert r.exit_code == 2 and "wrong.safetensors" in r.stderr and "do not fit architecture 'resnet18'" in r.stderr
     assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("where,message", [
+    ("file", "export target is a file"),
+    ("inside", "inside the input folder"),
+    ("full", "exists and is not empty"),
+])
+def test_unusable_export_target_is_refused_before_any_step(runner, tmp_path, where, message):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=3)
+    target = {"file": tmp_path / "taken.txt", "inside": data / "sanitized", "full": tmp_path / "full"}[where]
+    if where == "file":
+        target.write_text("x")
+    if where == "full":
+        target.mkdir()
+        (target / "keep.png").write_bytes(b"x")
+    before = snapshot(data)
+    r = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "run"), "--export", str(target)])
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists() and snapshot(data) == before
+
+
+def test_edited_attack_card_and_file_as_output_get_one_line_errors(runner, tmp_path):
+    src = tmp_path / "src"
+    make_image_folder(src, classes=2, per_class=4, size=32)
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(app, ["poison", str(src), str(tmp_path / "afile")])
+    assert r.exit_code == 2 and "output path is a file" in r.stderr
+    poisoned = tmp_path / "poisoned"
+    assert runner.invoke(app, ["poison", str(src), str(poisoned), "--rate", "0.25"]).exit_code == 0
+    card = poisoned / "meca-attack.json"
+    card.write_text(card.read_text().replace('"wanet_k"', '"renamed_key"'))
+    r = runner.invoke(app, ["poison", str(src), str(tmp_path / "test"), "--test", "--like", str(poisoned)])
+    assert r.exit_code == 2 and "meca-attack.json: attack card is not one" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "test").exists()
