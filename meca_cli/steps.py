@@ -289,7 +289,11 @@ def merge_scores(data: Path, model: Path, out: Path, common: Common, cfg: ScoreC
                                     hint=f"run 'meca score ... --shard {part}/{parts}' with the same options first")
             text = (shard_dir / "scores.csv").read_text(encoding="utf-8").splitlines()
             for lineno, line in enumerate(text[1:], 2):
-                index = int(line.split(",", 1)[0])
+                head = line.split(",", 1)[0]
+                if not head.isdigit():
+                    raise ArtifactError(f"{shard_dir / 'scores.csv'}:{lineno}: {head!r} is not a sample index",
+                                        hint=f"run 'meca score ... --shard {part}/{parts}' again")
+                index = int(head)
                 if index in lines:
                     raise ArtifactError(f"{shard_dir / 'scores.csv'}:{lineno}: sample {index} is in two shards")
                 lines[index] = line

@@ -38,3 +38,19 @@ def test_without_a_target_there_is_no_target_accuracy():
     got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes), clean, None, None, torch.device("cpu"))
     assert "target_accuracy" not in got and "asr" not in got
     assert got["class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+
+
+def test_edited_verdicts_or_ground_truth_get_a_one_line_error(tmp_path):
+    from meca_cli.core.evaluation import detection_metrics
+    from meca_cli.errors import ArtifactError
+
+    truth, verdicts = tmp_path / "ground_truth.csv", tmp_path / "verdicts.csv"
+    truth.write_text("index,role\n0,clean\n1,poison\n")
+    verdicts.write_text("index,kl,verdict\n0,0.5,clean\n1,0.01,suspected\n")
+    assert detection_metrics(verdicts, truth)["recall"] == 1.0
+    verdicts.write_text("index,kl,verdict\n0,0.5,clean\n7,0.01,suspected\n")
+    with pytest.raises(ArtifactError, match=r"verdicts.csv:3: sample 7 is not in"):
+        detection_metrics(verdicts, truth)
+    truth.write_text("index,role\n0,clean\n5,poison\n")
+    with pytest.raises(ArtifactError, match="indices are not 0..1"):
+        detection_metrics(verdicts, truth)

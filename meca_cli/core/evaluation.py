@@ -85,10 +85,15 @@ def detection_metrics(verdicts: Path, ground_truth: Path) -> dict:
         raise ArtifactError(f"{ground_truth}: {len(roles)} rows, {verdicts}: {len(rows)}",
                             hint="compare a run with the ground truth of the same folder")
     n = len(rows)
+    if set(roles) != set(range(n)):
+        raise ArtifactError(f"{ground_truth}: its indices are not 0..{n - 1}", hint="re-create it with 'meca poison'")
     flagged = torch.zeros(n, dtype=torch.bool)
     kl = torch.zeros(n, dtype=torch.float64)
     for lineno, row in enumerate(rows, 2):
         i = parse_int(row, "index", verdicts, lineno)
+        if not 0 <= i < n:
+            raise ArtifactError(f"{verdicts}:{lineno}: sample {i} is not in {ground_truth}",
+                                hint="compare a run with the ground truth of the same folder")
         flagged[i] = row["verdict"] == "suspected"
         kl[i] = parse_float(row, "kl", verdicts, lineno)
     role = [roles[i] for i in range(n)]

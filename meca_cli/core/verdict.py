@@ -3,10 +3,12 @@
 Step 5 marks every sample the enhanced model still agrees with as suspected, so a clean
 folder gets suspects too. What separates a poisoned folder is *where* they sit: a backdoor
 pulls its samples into one target class, where the enhanced model keeps agreeing with the
-labels, while on clean data the unlearning erases agreement evenly across classes.
+labels; the hope is that on clean data the unlearning erases agreement evenly across classes.
 
 The statistic is the concentration of suspects: the suspect rate of the most-suspected
-class divided by the median suspect rate of the other classes.
+class divided by the median suspect rate of the other classes. Known weakness (measured,
+README "Dataset verdict"): the enhanced model can collapse onto one class on clean data
+too, which this statistic calls poisoned.
 """
 
 from __future__ import annotations
