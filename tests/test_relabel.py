@@ -55,7 +55,7 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
     images = _images([[200, 0], [210, 0], [0, 200], [0, 210], [150, 150], [160, 150], [205, 1]])
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
     suspected = torch.tensor([4, 5, 6])
-    plain, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3)
+    plain, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3, keep_lost_class=False)
     assert not kept.any() and plain[6] == 0 and plain[4] != 2 and plain[5] != 2
     new, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3, keep_lost_class=True,
                         neighbours=1)

@@ -48,7 +48,7 @@ def own_class_suspects(features: torch.Tensor, suspected: torch.Tensor, labels: 
 
 
 def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor,
-            device: torch.device, num_classes: int | None = None, keep_lost_class: bool = False,
+            device: torch.device, num_classes: int | None = None, keep_lost_class: bool = True,
             neighbours: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """The full label vector (given labels for the clean split, predictions for the
     suspects) and the mask of suspects that keep their given label (see the module doc)."""
