@@ -20,25 +20,11 @@ import torch.nn.functional as F
 from meca_cli import steps
 from meca_cli.core.evaluation import read_ground_truth
 from meca_cli.core.metrics import auroc
-from meca_cli.core.models import unwrap
 from meca_cli.core.partition import mostly_suspected_classes
+from meca_cli.core.relabel import mean_knn_distance
+from meca_cli.core.train import predict_with_features
 
 K = 10
-
-
-@torch.no_grad()
-def features(model, images: torch.Tensor) -> torch.Tensor:
-    model = unwrap(model).eval()
-    normalize, net = model[0], model[1]
-    out = [net.features(normalize(images[i:i + 512].float() / 255)) for i in range(0, len(images), 512)]
-    return F.normalize(torch.cat(out), dim=1)
-
-
-def knn_distance(queries: torch.Tensor, pool: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
-    d = torch.cdist(queries, pool)
-    k = K + 1 if exclude_self else K
-    nearest = d.topk(k, largest=False).values
-    return (nearest[:, 1:] if exclude_self else nearest).mean(1)
 
 
 def main(runs: list[Path]) -> None:
@@ -49,9 +35,10 @@ def main(runs: list[Path]) -> None:
         suspected = torch.zeros(len(data), dtype=torch.bool)
         suspected[[int(i) for i in (run / "run" / "split" / "suspected.idx").read_text().split()]] = True
         model, _ = steps.load_checkpoint(run / "run" / "train-clean" / "model.safetensors", data, torch.device("cpu"))
-        feats = features(model, data.images)
+        feats = F.normalize(predict_with_features(model, data.images, torch.device("cpu"))[1], dim=1)
         sus = suspected.nonzero().squeeze(1)
-        novelty = knn_distance(feats[sus], feats[~suspected]) - knn_distance(feats[sus], feats[sus], exclude_self=True)
+        novelty = (mean_knn_distance(feats[sus], feats[~suspected], K)
+                   - mean_knn_distance(feats[sus], feats[sus], K, skip_self=True))
         poison = torch.tensor([roles.get(int(i)) == "poison" for i in sus])
         lost = mostly_suspected_classes(suspected, data.labels, len(data.classes))
         in_lost = torch.isin(data.labels[sus], torch.tensor(list(lost), dtype=torch.int64))
