@@ -71,6 +71,7 @@ class RelabelConfig(_Params):
     # model's features put them nearer the other suspects than the clean split (core.relabel).
     # Measured: without it the final model loses that class (BENCHMARKS.md, target ACC).
     keep_lost_class: bool = True
+    lost_class_share: float = 0.75  # a class with at least this share suspected counts as lost (measured)
     neighbours: int = 10  # k of that nearest-neighbour comparison
     batch_size: int = 128
     seed: int = 0

@@ -48,3 +48,5 @@ Masks = Annotated[int, typer.Option(min=1, help="Random patches averaged per sam
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave undecodable or unsafe images out (listed in the summary) instead of failing.")]
 KeepLostClass = Annotated[bool, typer.Option(help="Suspects of a class flagged almost whole keep their label when the clean "
                                                   "model puts them nearer the other suspects than the clean split.")]
+LostClassShare = Annotated[float, typer.Option(min=0, max=1, help="Share of a class suspected at which --keep-lost-class "
+                                                                  "treats it as lost.")]

@@ -124,7 +124,8 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
         "relabeled_changed": manifests["relabel"].get("changed"),
         # Classes the final model will hardly know (see core.partition.mostly_suspected_classes).
         "mostly_suspected_classes": {dataset.classes[c]: share for c, share in
-                                     mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes)).items()},
+                                     mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes),
+                                                              cfg.relabel.lost_class_share).items()},
         "dataset_verdict": verdict,
         "final_model": str(run / "relabel" / "model.safetensors"),
         "clean_model": str(run / "train-clean" / "model.safetensors"),

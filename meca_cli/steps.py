@@ -471,7 +471,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         net, meta = load_checkpoint(clean_model, dataset, device)
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
-                                   cfg.keep_lost_class, cfg.neighbours)
+                                   cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share)
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
         summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum()),

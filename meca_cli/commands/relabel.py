@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import RelabelConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import KeepLostClass, SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
+from meca_cli.options import KeepLostClass, LostClassShare, SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
 
 
 @cli_errors
@@ -20,6 +20,7 @@ def relabel(
     finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = RelabelConfig.finetune_lr,
     batch_size: BatchSize = RelabelConfig.batch_size,
     keep_lost_class: KeepLostClass = RelabelConfig.keep_lost_class,
+    lost_class_share: LostClassShare = RelabelConfig.lost_class_share,
     seed: Seed = 0,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -34,7 +35,7 @@ def relabel(
     from meca_cli.commands.common import report_step
 
     cfg = RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
-                        keep_lost_class=keep_lost_class, seed=seed)
+                        keep_lost_class=keep_lost_class, lost_class_share=lost_class_share, seed=seed)
     result = steps.relabel(data, model, suspected, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg)
     report_step(result, fmt, csv_file=out / "relabeled.csv",
                 next_hint=f"meca evaluate {out / 'model.safetensors'} TEST_DATA")

@@ -9,7 +9,7 @@ import typer
 from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (KeepLostClass, MinConfidence, SplitRule, Unlearn, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (KeepLostClass, LostClassShare, MinConfidence, SplitRule, Unlearn, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -40,6 +40,7 @@ def sanitize(
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = RelabelConfig.finetune_epochs,
     finetune_lr: Annotated[float, typer.Option(min=0, help="Fine-tuning learning rate.")] = RelabelConfig.finetune_lr,
     keep_lost_class: KeepLostClass = RelabelConfig.keep_lost_class,
+    lost_class_share: LostClassShare = RelabelConfig.lost_class_share,
     concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = VerdictConfig.concentration,
     max_suspected: Annotated[float, typer.Option(min=0, max=1, help="Split: at most this fraction is suspected.")] = SplitConfig.max_suspected,
     start: Annotated[str | None, typer.Option("--from", help=f"Recompute from this step on ({STEP_HELP}).")] = None,
@@ -74,7 +75,7 @@ def sanitize(
                               batch_size=batch_size),
         split=SplitConfig(rule=split_rule, min_confidence=min_confidence, max_suspected=max_suspected),
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
-                              keep_lost_class=keep_lost_class),
+                              keep_lost_class=keep_lost_class, lost_class_share=lost_class_share),
         verdict=VerdictConfig(concentration=concentration),
     ).with_seed(seed)
     common = steps.Common(device, image_size, cache_dir, force, skip_bad)

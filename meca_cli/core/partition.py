@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from meca_cli.config import RelabelConfig
+
 
 def top_fraction(kl: torch.Tensor, fraction: float) -> torch.Tensor:
     """Sorted indices of the `fraction` of samples with the highest score (surely clean).
@@ -50,7 +52,7 @@ def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_s
 
 
 def mostly_suspected_classes(suspected: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                             rate: float = 0.9) -> dict[int, float]:
+                             rate: float = RelabelConfig.lost_class_share) -> dict[int, float]:
     """Classes whose suspected share reaches `rate`, with that share.
 
     The clean model is trained without the suspects, so it hardly sees such a class;

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meca_cli.config import RelabelConfig
 from meca_cli.core.partition import mostly_suspected_classes
 from meca_cli.core.train import predict_logits, predict_with_features
 
@@ -49,7 +50,8 @@ def own_class_suspects(features: torch.Tensor, suspected: torch.Tensor, labels: 
 
 def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor,
             device: torch.device, num_classes: int | None = None, keep_lost_class: bool = True,
-            neighbours: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+            neighbours: int = 10, lost_share: float = RelabelConfig.lost_class_share,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The full label vector (given labels for the clean split, predictions for the
     suspects) and the mask of suspects that keep their given label (see the module doc)."""
     new = labels.clone()
@@ -58,7 +60,8 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         return new, kept
     mask = torch.zeros(len(labels), dtype=torch.bool)
     mask[suspected] = True
-    lost = list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1)) if keep_lost_class else []
+    lost = (list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1, lost_share))
+            if keep_lost_class else [])
     if not lost:
         new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
         return new, kept
