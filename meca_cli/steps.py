@@ -108,15 +108,10 @@ def device_of(common: Common) -> torch.device:
 
 def load_checkpoint(path: Path, dataset: ImageSet, device: torch.device):
     """A checkpoint checked against the folder it will be used on (classes, image size)."""
-    from meca_cli.store.checkpoint import load_model
+    from meca_cli.store.checkpoint import check_fits, load_model
 
     model, meta = load_model(Path(path), device)
-    if meta.classes != dataset.classes:
-        raise ArtifactError(f"{path}: checkpoint classes {meta.classes} do not match the folder's {dataset.classes}",
-                            hint="use the checkpoint trained on this folder")
-    if meta.image_size != dataset.image_size:
-        raise ArtifactError(f"{path}: checkpoint was trained at image size {meta.image_size}, "
-                            f"the data is read at {dataset.image_size}", hint=f"pass --image-size {meta.image_size}")
+    check_fits(meta, dataset, path)
     return model, meta
 
 

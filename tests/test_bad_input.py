@@ -271,3 +271,11 @@ def test_edited_attack_card_and_file_as_output_get_one_line_errors(runner, tmp_p
     r = runner.invoke(app, ["poison", str(src), str(tmp_path / "test"), "--test", "--like", str(poisoned)])
     assert r.exit_code == 2 and "meca-attack.json: attack card is not one" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "test").exists()
+
+
+def test_evaluate_refuses_a_model_read_at_another_image_size(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=2, per_class=4)
+    assert _train(runner, data, tmp_path / "m").exit_code == 0  # trained at 16 px
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "model.safetensors"), str(data), "--image-size", "24"])
+    assert r.exit_code == 2 and "trained at image size 16" in r.stderr and "--image-size 16" in r.stderr

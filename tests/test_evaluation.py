@@ -9,6 +9,8 @@ from meca_cli.core.evaluation import model_metrics
 
 
 class Folder(SimpleNamespace):
+    image_size = 4
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -25,7 +27,7 @@ def test_a_model_that_never_predicts_the_target_shows_it():
     clean = Folder(images=torch.zeros(6, 3, 4, 4, dtype=torch.uint8), labels=torch.tensor([0, 0, 1, 1, 1, 2]),
                    classes=classes)
     triggered = Folder(images=torch.zeros(4, 3, 4, 4, dtype=torch.uint8), classes=["a", "c"])
-    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes), clean, triggered, 1, torch.device("cpu"))
+    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes, image_size=4), clean, triggered, 1, torch.device("cpu"))
     assert got["asr"] == 0.0
     assert got["accuracy"] == pytest.approx(2 / 6)
     assert got["class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
@@ -35,7 +37,7 @@ def test_a_model_that_never_predicts_the_target_shows_it():
 def test_without_a_target_there_is_no_target_accuracy():
     classes = ["a", "b", "c"]
     clean = Folder(images=torch.zeros(3, 3, 4, 4, dtype=torch.uint8), labels=torch.tensor([0, 1, 2]), classes=classes)
-    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes), clean, None, None, torch.device("cpu"))
+    got = model_metrics(AlwaysZero(), SimpleNamespace(classes=classes, image_size=4), clean, None, None, torch.device("cpu"))
     assert "target_accuracy" not in got and "asr" not in got
     assert got["class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 0.0}
 

@@ -42,9 +42,11 @@ def evaluate(
         card = evaluation.read_attack_card(triggered) if triggered is not None else None
         if target is None and card is not None:
             target = int(card["target"])
-        from meca_cli.store.checkpoint import load_model
+        from meca_cli.store.checkpoint import check_fits, load_model
 
         net, meta = load_model(model, dev)
+        for folder in (f for f in (clean, trig) if f is not None):
+            check_fits(meta, folder, model, classes=folder is clean)
         result["model"] = evaluation.model_metrics(net, meta, clean, trig, target, dev)
     if verdicts is not None:
         if ground_truth is None:

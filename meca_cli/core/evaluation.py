@@ -29,10 +29,11 @@ def model_metrics(model, meta, clean, triggered, target: int | None, device) -> 
     `triggered` (every image in it is counted: `meca poison --test` writes only the ASR
     population), when given."""
     from meca_cli.core.train import predict_logits
+    from meca_cli.store.checkpoint import check_fits
 
     out: dict = {}
     if clean is not None:
-        _check_classes(meta, clean)
+        check_fits(meta, clean, "the model's checkpoint")
         pred = predict_logits(model, clean.images, device).argmax(1)
         out["accuracy"] = accuracy(pred, clean.labels)
         out["test_samples"] = len(clean)
@@ -56,12 +57,6 @@ def model_metrics(model, meta, clean, triggered, target: int | None, device) -> 
         out["triggered_samples"] = len(triggered)
         out["target"] = target
     return out
-
-
-def _check_classes(meta, dataset) -> None:
-    if meta.classes != dataset.classes:
-        raise ArtifactError(f"{dataset.scan.root}: classes {dataset.classes} differ from the model's {meta.classes}",
-                            hint="evaluate on a folder with the same class sub-folders")
 
 
 def read_ground_truth(path: Path) -> dict[int, str]:

@@ -112,3 +112,15 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn
         first = str(exc).splitlines()[0]
         raise ArtifactError(f"{path}: weights do not fit architecture {meta.arch!r} ({first})") from None
     return model.to(device), meta
+
+
+def check_fits(meta: ModelMeta, dataset, source: Path | str, classes: bool = True) -> None:
+    """Refuse a checkpoint (`source`) on a folder it was not trained for: other classes
+    (unless `classes` is False: a triggered folder holds a subset) or another image size.
+    The model would run, and its figures would mean nothing."""
+    if classes and meta.classes != dataset.classes:
+        raise ArtifactError(f"{source}: checkpoint classes {meta.classes} do not match the folder's {dataset.classes}",
+                            hint="use the checkpoint trained on a folder with these class sub-folders")
+    if meta.image_size != dataset.image_size:
+        raise ArtifactError(f"{source}: checkpoint was trained at image size {meta.image_size}, "
+                            f"the data is read at {dataset.image_size}", hint=f"pass --image-size {meta.image_size}")
