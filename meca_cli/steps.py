@@ -405,7 +405,7 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
           scores: Path | None = None) -> StepResult:
     """Predict every sample with the enhanced model; agreement with the label = suspected."""
     from meca_cli.console import warn
-    from meca_cli.core.partition import mostly_suspected_classes, split_by_agreement
+    from meca_cli.core.partition import meets_split_rule, mostly_suspected_classes, split_by_agreement
     from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
@@ -421,8 +421,10 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
         conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
         suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected, cfg.rule, cfg.min_confidence)
         agreeing = float((pred == dataset.labels).float().mean())
-        if agreeing > cfg.max_suspected:
-            warn(f"split: the enhanced model agrees with {agreeing:.0%} of the labels; kept the "
+        matched = float(meets_split_rule(probs, dataset.labels, cfg.rule, cfg.min_confidence).float().mean())
+        if matched > cfg.max_suspected:
+            rule = "agrees with" if cfg.rule == "agreement" else f"gives p >= {cfg.min_confidence:g} to"
+            warn(f"split: the enhanced model {rule} {matched:.0%} of the labels; kept the "
                  f"{cfg.max_suspected:.0%} it is most confident in as suspects (the enhancement did not separate)")
         kl = read_scores(Path(scores))["kl"] if scores is not None else torch.full((len(dataset),), math.nan)
         if len(kl) != len(dataset):

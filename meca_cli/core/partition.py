@@ -30,6 +30,15 @@ def rho_schedule(rho0: float, rho_max: float, rounds: int) -> list[float]:
     return [rho0 + (rho_max - rho0) * t / (rounds - 1) for t in range(rounds)]
 
 
+def meets_split_rule(enhanced_probs: torch.Tensor, labels: torch.Tensor, rule: str = "agreement",
+                     min_confidence: float = 0.5) -> torch.Tensor:
+    """The split rule before any cap: argmax == label ("agreement") or p(label) >=
+    `min_confidence` ("confidence")."""
+    if rule == "agreement":
+        return enhanced_probs.argmax(1) == labels
+    return enhanced_probs.gather(1, labels.view(-1, 1)).squeeze(1) >= min_confidence
+
+
 def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_suspected: float = 1.0,
                        rule: str = "agreement", min_confidence: float = 0.5) -> torch.Tensor:
     """Suspected mask: the backdoor-enhanced model still agrees with the given label.
@@ -41,7 +50,7 @@ def split_by_agreement(enhanced_probs: torch.Tensor, labels: torch.Tensor, max_s
     that probability reaches `min_confidence` instead.
     """
     conf = enhanced_probs.gather(1, labels.view(-1, 1)).squeeze(1)
-    suspected = enhanced_probs.argmax(1) == labels if rule == "agreement" else conf >= min_confidence
+    suspected = meets_split_rule(enhanced_probs, labels, rule, min_confidence)
     cap = int(max_suspected * len(labels))
     if int(suspected.sum()) > cap:
         conf = torch.where(suspected, conf, torch.full_like(conf, -1.0))
