@@ -8,7 +8,6 @@ one already measured (every sweep includes the default) reuses that measurement.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from meca_cli import steps
 from meca_cli.config import SanitizeConfig
 from meca_cli.console import info
 from meca_cli.errors import ConfigError
-from meca_cli.store.artifacts import write_json
+from meca_cli.store.artifacts import read_json, write_json
 from meca_cli.store.manifest import fingerprint
 
 ABLATION_VERSION = "1"
@@ -70,8 +69,8 @@ def run_ablation(protocol_name: str, base: SanitizeConfig, sweeps: dict[str, tup
     """Run every (param, value, attack, seed) not yet in `results`; saved after each."""
     from meca_cli.experiment import run_experiment
 
-    table = json.loads(results.read_text()) if results.is_file() else \
-        {"meca_ablation_version": ABLATION_VERSION, "protocol": protocol_name, "runs": []}
+    table = read_json(results, {"meca_ablation_version": ABLATION_VERSION, "protocol": protocol_name, "runs": []},
+                      "fix or remove it")
     if table.get("protocol") != protocol_name:
         raise ConfigError(f"{results}: holds an ablation of {table.get('protocol')}, not {protocol_name}",
                           hint="pass another --results file")

@@ -3,7 +3,6 @@ BENCHMARKS.md generated from the results JSON (no figure is typed in by hand).""
 
 from __future__ import annotations
 
-import json
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from meca_cli.core.attacks import ATTACK_NAMES
 from meca_cli.errors import DataError
 from meca_cli.experiment import CLEAN, Experiment, refresh_model_metrics, run_experiment
 from meca_cli.config import SanitizeConfig
-from meca_cli.store.artifacts import write_json
+from meca_cli.store.artifacts import read_json, write_json
 
 RESULTS_VERSION = "1"
 ALL_RUNS = (*ATTACK_NAMES, CLEAN)
@@ -135,7 +134,7 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
     name, proto = protocol_label(protocol, epochs, per_class, min_steps, rate)
     name = label or name
     cfg = protocol_config(proto, cfg or SanitizeConfig())
-    table = json.loads(results.read_text()) if results.is_file() else {"meca_bench_version": RESULTS_VERSION, "runs": []}
+    table = read_json(results, {"meca_bench_version": RESULTS_VERSION, "runs": []}, "fix or remove it; the runs are kept under --work")
     for seed in seeds:
         for attack in attacks:
             key = {"protocol": name, "attack": attack, "seed": seed}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
 from meca_cli.bench import ALL_RUNS, PAPER, PAPER_DEFENCES
+from meca_cli.store.artifacts import read_json
 
 HEADER = """# Benchmarks
 
@@ -267,7 +267,7 @@ def render_all(result_files: list[Path]) -> str:
     perf = None
     ablations = []
     for path in result_files:
-        table = json.loads(Path(path).read_text())
+        table = read_json(path)
         if "meca_perf_version" in table:
             perf = table
             continue

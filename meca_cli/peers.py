@@ -9,7 +9,6 @@ poisoned.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.evaluation import model_metrics
 from meca_cli.defences import NEEDS_CLEAN_DATA, abl, clp, cutmix, dbr, finepruning, finetuning, scanft
-from meca_cli.store.artifacts import write_json
+from meca_cli.store.artifacts import read_json, write_json
 from meca_cli.store.checkpoint import load_model
 
 RESERVED_FRACTION = 0.05
@@ -126,7 +125,7 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
                  seeds: list[int], defences: list[str], common: steps.Common) -> dict:
     """Measure each defence on every selected finished benchmark run. Results go to their
     own file (the benchmark may be writing its own meanwhile); resumable, saved after each."""
-    table = json.loads(results.read_text()) if results.is_file() else {"meca_defences_version": "1", "runs": []}
+    table = read_json(results, {"meca_defences_version": "1", "runs": []}, "fix or remove it")
     device = steps.device_of(common)
     clean_test = steps.open_data(root / "test", common)
     selected = [r for r in bench_table["runs"]

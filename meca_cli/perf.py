@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from meca_cli import poisoning, steps
 from meca_cli.console import info
+from meca_cli.store.artifacts import read_json
 from meca_cli.core.attacks import AttackConfig
 
 PERF_VERSION = "1"
@@ -191,7 +192,7 @@ def count_images(folder: Path) -> int:
 def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, sizes: tuple[int, ...],
              growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str]) -> dict:
     """Run the selected parts not yet in `results` (resumable); write results after each."""
-    table = json.loads(results.read_text()) if results.is_file() else {"meca_perf_version": PERF_VERSION}
+    table = read_json(results, {"meca_perf_version": PERF_VERSION}, "fix or remove it")
     env_note = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     table.setdefault("machine", env_note)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from meca_cli.errors import ArtifactError
-from meca_cli.store.artifacts import atomic_path, atomic_write_text, read_csv
+from meca_cli.store.artifacts import atomic_path, atomic_write_text, read_csv, read_json
 
 GRID = 40  # images per grid
 TILE = 96  # pixels per image in a grid: 3x a 32-pixel image, so a few-pixel trigger is plain to see
@@ -99,7 +98,7 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     report_json = run / "report.json"
     if not report_json.is_file():
         raise ArtifactError(f"{run}: no report.json", hint="run 'meca sanitize' to completion first")
-    report = json.loads(report_json.read_text(encoding="utf-8"))
+    report = read_json(report_json, hint="run 'meca sanitize' again to rewrite it")
     rows = read_csv(run / "split" / "split.csv", ("index", "label", "enhanced_conf", "kl", "verdict"))
     dataset = steps.open_data(data, common)
     steps.check_same_folder(dataset, run / "split" / "split.csv")  # grids must show the images the run judged

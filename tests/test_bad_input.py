@@ -279,3 +279,11 @@ def test_evaluate_refuses_a_model_read_at_another_image_size(runner, tmp_path):
     assert _train(runner, data, tmp_path / "m").exit_code == 0  # trained at 16 px
     r = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "model.safetensors"), str(data), "--image-size", "24"])
     assert r.exit_code == 2 and "trained at image size 16" in r.stderr and "--image-size 16" in r.stderr
+
+
+def test_corrupt_results_json_gets_a_one_line_error(runner, tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text('{"runs": [')  # cut short by a crash or an editor
+    r = runner.invoke(app, ["bench", "--markdown", str(tmp_path / "B.md"), "--results", str(results)])
+    assert r.exit_code == 2 and "results.json: unreadable JSON" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "B.md").exists()

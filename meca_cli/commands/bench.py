@@ -95,9 +95,8 @@ def bench(
     explicit_results = results is not None
     results = results or Path("benchmarks/results") / f"{protocol}.json"
     if defences is not None:
-        import json
-
         from meca_cli.bench import locate_cifar10, protocol_label
+        from meca_cli.store.artifacts import read_json
         from meca_cli.defences import DEFENCES
         from meca_cli.peers import run_defences
 
@@ -108,7 +107,7 @@ def bench(
         if not results.is_file():
             raise ConfigError(f"{results}: no benchmark results yet", hint="run the benchmark before its defences")
         root = locate_cifar10(data, work / "cifar10-src")
-        run_defences(json.loads(results.read_text()), results.with_name(f"{results.stem}-defences.json"),
+        run_defences(read_json(results, hint="fix it or run the benchmark again"), results.with_name(f"{results.stem}-defences.json"),
                      protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps, rate)[0], root, work, names,
                      seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))

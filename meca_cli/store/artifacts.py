@@ -67,6 +67,18 @@ def write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json_text(obj))
 
 
+def read_json(path: Path, default: object = None, hint: str = "re-create it with the meca command that wrote it"):
+    """A JSON artifact; `default` when the file is absent (if given), a one-line error when
+    it cannot be read or parsed."""
+    path = Path(path)
+    if default is not None and not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable JSON ({exc.__class__.__name__})", hint=hint) from None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
