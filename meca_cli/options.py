@@ -15,6 +15,16 @@ class Format(str, Enum):
     csv = "csv"
 
 
+class Unlearning(str, Enum):
+    ascent = "ascent"
+    uniform = "uniform"
+
+
+class SplitRules(str, Enum):
+    agreement = "agreement"
+    confidence = "confidence"
+
+
 DataArg = Annotated[Path, typer.Argument(help="Image folder laid out as DATA/<class>/<image>.", show_default=False)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory of this step.")]
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.safetensors) written by a meca step.",
@@ -37,8 +47,8 @@ MinSteps = Annotated[int, typer.Option(min=0, help="Train at least this many opt
 Lr = Annotated[float, typer.Option(min=0, help="Peak learning rate (SGD, Nesterov momentum).")]
 WeightDecay = Annotated[float, typer.Option(min=0, help="Weight decay.")]
 
-Unlearn = Annotated[str, typer.Option(help="Enhancement unlearning: ascent (the paper's -lambda*CE) or uniform (towards the uniform prediction).")]
-SplitRule = Annotated[str, typer.Option(help="Split rule: agreement (argmax == label) or confidence (p(label) >= --min-confidence).")]
+Unlearn = Annotated[Unlearning, typer.Option(help="Enhancement unlearning: ascent (the paper's -lambda*CE) or uniform (towards the uniform prediction).")]
+SplitRule = Annotated[SplitRules, typer.Option(help="Split rule: agreement (argmax == label) or confidence (p(label) >= --min-confidence).")]
 MinConfidence = Annotated[float, typer.Option(min=0, max=1, help="Split rule 'confidence': the threshold.")]
 
 # The score.

@@ -85,9 +85,9 @@ def test_internal_error_exits_3(tmp_path):
 
 def test_choice_options_are_checked(runner, tiny_folder, tmp_path):
     r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(tmp_path / "r"), "--unlearn", "sideways"])
-    assert r.exit_code == 2 and "ascent or uniform" in r.output
+    assert r.exit_code == 2 and "'ascent', 'uniform'" in r.output
     r = runner.invoke(app, ["sanitize", str(tiny_folder), "--out", str(tmp_path / "r"), "--split-rule", "vibes"])
-    assert r.exit_code == 2 and "agreement or confidence" in r.output
+    assert r.exit_code == 2 and "'agreement', 'confidence'" in r.output
 
 
 def test_config_file_sets_defaults_and_flags_win(runner, tmp_path):

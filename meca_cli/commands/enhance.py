@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import EnhanceConfig, ScoreConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (SkipBad, Unlearn, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
+from meca_cli.options import (SkipBad, Unlearn, Unlearning, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
 
 
@@ -23,7 +23,7 @@ def enhance(
     lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
     ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
     lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = EnhanceConfig.lr,
-    unlearn: Unlearn = EnhanceConfig.unlearn,
+    unlearn: Unlearn = Unlearning(EnhanceConfig.unlearn),
     epochs_per_round: Annotated[int, typer.Option(min=1, help="Epochs per round.")] = EnhanceConfig.epochs_per_round,
     eps: Eps = ScoreConfig.eps,
     patch: Patch = ScoreConfig.patch,
@@ -42,9 +42,7 @@ def enhance(
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
-    if unlearn not in ("ascent", "uniform"):
-        raise typer.BadParameter("choose ascent or uniform", param_hint="--unlearn")
-    cfg = EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=lr, unlearn=unlearn,
+    cfg = EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=lr, unlearn=unlearn.value,
                         epochs_per_round=epochs_per_round, batch_size=batch_size, seed=seed)
     score_cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, seed=seed)
     result = steps.enhance(data, model, clean_seed, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg,

@@ -9,7 +9,7 @@ import typer
 from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (KeepLostClass, LostClassShare, MinConfidence, SplitRule, Unlearn, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (KeepLostClass, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -33,8 +33,8 @@ def sanitize(
     rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = EnhanceConfig.rho_max,
     lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
     ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
-    unlearn: Unlearn = EnhanceConfig.unlearn,
-    split_rule: SplitRule = SplitConfig.rule,
+    unlearn: Unlearn = Unlearning(EnhanceConfig.unlearn),
+    split_rule: SplitRule = SplitRules(SplitConfig.rule),
     min_confidence: MinConfidence = SplitConfig.min_confidence,
     enhance_lr: Annotated[float, typer.Option(min=0, help="Learning rate of the enhancement epochs.")] = EnhanceConfig.lr,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after relabelling.")] = RelabelConfig.finetune_epochs,
@@ -60,10 +60,6 @@ def sanitize(
     and resumable. Writes OUT/<step>/..., OUT/verdicts.csv, OUT/report.json and OUT/report.html.
     A short summary goes to stderr; --format json prints the full result on stdout, --format
     csv the per-image verdicts."""
-    if unlearn not in ("ascent", "uniform"):
-        raise typer.BadParameter("choose ascent or uniform", param_hint="--unlearn")
-    if split_rule not in ("agreement", "confidence"):
-        raise typer.BadParameter("choose agreement or confidence", param_hint="--split-rule")
     from meca_cli import steps
     from meca_cli.console import emit_json, emit_table, info, summary_table
     from meca_cli.pipeline import sanitize as run_pipeline
@@ -71,9 +67,9 @@ def sanitize(
     cfg = SanitizeConfig(
         arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
-        enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr, unlearn=unlearn,
+        enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr, unlearn=unlearn.value,
                               batch_size=batch_size),
-        split=SplitConfig(rule=split_rule, min_confidence=min_confidence, max_suspected=max_suspected),
+        split=SplitConfig(rule=split_rule.value, min_confidence=min_confidence, max_suspected=max_suspected),
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
                               keep_lost_class=keep_lost_class, lost_class_share=lost_class_share),
         verdict=VerdictConfig(concentration=concentration),

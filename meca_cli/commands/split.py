@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import SplitConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import MinConfidence, SplitRule, SkipBad, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
+from meca_cli.options import MinConfidence, SplitRule, SplitRules, SkipBad, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
 
 
 @cli_errors
@@ -17,7 +17,7 @@ def split(
     out: Out = Path("meca-run/split"),
     scores: Annotated[Path | None, typer.Option(help="scores.csv to carry the KL score into split.csv.")] = None,
     max_suspected: Annotated[float, typer.Option(min=0, max=1, help="At most this fraction is suspected.")] = SplitConfig.max_suspected,
-    rule: SplitRule = SplitConfig.rule,
+    rule: SplitRule = SplitRules(SplitConfig.rule),
     min_confidence: MinConfidence = SplitConfig.min_confidence,
     device: Device = "auto",
     image_size: ImageSize = 32,
@@ -28,12 +28,10 @@ def split(
 ) -> None:
     """Split the data with the backdoor-enhanced model: samples it still labels as given are
     suspected. Writes OUT/clean.idx, OUT/suspected.idx, OUT/split.csv (--format csv prints it)."""
-    if rule not in ("agreement", "confidence"):
-        raise typer.BadParameter("choose agreement or confidence", param_hint="--rule")
     from meca_cli import steps
     from meca_cli.commands.common import report_step
 
     result = steps.split(data, model, out, steps.Common(device, image_size, cache_dir, force, skip_bad),
-                         SplitConfig(rule=rule, min_confidence=min_confidence, max_suspected=max_suspected), scores=scores)
+                         SplitConfig(rule=rule.value, min_confidence=min_confidence, max_suspected=max_suspected), scores=scores)
     report_step(result, fmt, csv_file=out / "split.csv",
                 next_hint=f"meca train {data} --indices {out / 'clean.idx'} --out meca-run/train-clean")
