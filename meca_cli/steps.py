@@ -19,7 +19,7 @@ import torch
 from meca_cli.console import info
 from meca_cli.core import dist
 from meca_cli.core.data import ImageSet, load_images
-from meca_cli.config import EnhanceConfig, RelabelConfig, ScoreConfig, SplitConfig, TrainConfig
+from meca_cli.config import IMAGE_SIZE, EnhanceConfig, RelabelConfig, ScoreConfig, SplitConfig, TrainConfig
 from meca_cli.errors import ArtifactError, ConfigError
 from meca_cli.store.artifacts import (parse_float, parse_int, read_csv, read_index_list, sha256_file, write_csv,
                                       write_index_list)
@@ -35,7 +35,7 @@ class Common:
     """Options every data-reading step shares."""
 
     device: str = "auto"
-    image_size: int = 32
+    image_size: int = IMAGE_SIZE
     cache_dir: Path | None = None
     force: bool = False
     skip_bad: bool = False  # leave undecodable images out (counted in the summaries) instead of failing

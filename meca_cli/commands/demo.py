@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import TrainConfig
+from meca_cli.config import SEED, TrainConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import Arch, MinSteps, CacheDir, Device, Epochs, Format, FormatOpt, Seed
 
@@ -23,7 +23,7 @@ def demo(
     arch: Arch = "smallcnn",
     epochs: Epochs = TrainConfig.epochs,
     min_steps: MinSteps = TrainConfig.min_steps,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     fmt: FormatOpt = Format.table,

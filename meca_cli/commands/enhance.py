@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import EnhanceConfig, ScoreConfig
+from meca_cli.config import IMAGE_SIZE, SEED, EnhanceConfig, ScoreConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (SkipBad, Unlearn, Unlearning, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
@@ -29,9 +29,9 @@ def enhance(
     patch: Patch = ScoreConfig.patch,
     masks: Masks = ScoreConfig.masks,
     batch_size: BatchSize = EnhanceConfig.batch_size,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,

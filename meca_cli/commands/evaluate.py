@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from meca_cli.errors import cli_errors
+from meca_cli.config import IMAGE_SIZE
 from meca_cli.options import CacheDir, Device, Format, FormatOpt, ImageSize
 
 
@@ -18,7 +19,7 @@ def evaluate(
     verdicts: Annotated[Path | None, typer.Option(help="verdicts.csv (or split.csv) of a run: detection metrics.")] = None,
     ground_truth: Annotated[Path | None, typer.Option(help="ground_truth.csv written by 'meca poison'.")] = None,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     fmt: FormatOpt = Format.json,
 ) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from meca_cli.errors import cli_errors
+from meca_cli.config import IMAGE_SIZE
 from meca_cli.options import CacheDir, Format, FormatOpt, ImageSize
 
 
@@ -27,7 +28,7 @@ def poison(
     test: Annotated[bool, typer.Option("--test", help="Write the triggered test folder (ASR population, test trigger) instead.")] = False,
     like: Annotated[Path | None, typer.Option(help="With --test: reuse the attack and trigger of this poisoned training folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the selection and the trigger.")] = 0,
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     fmt: FormatOpt = Format.table,
 ) -> None:

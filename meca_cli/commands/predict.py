@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from meca_cli.errors import cli_errors
+from meca_cli.config import IMAGE_SIZE
 from meca_cli.options import CacheDir, DataArg, Device, ImageSize
 
 
@@ -14,7 +15,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Checkpoint (.safetensors).", show_default=False)],
     data: DataArg,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
 ) -> None:
     """Predict every image of a folder; prints CSV (index, path, label, pred, pred_class, conf) on stdout."""

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import RelabelConfig
+from meca_cli.config import IMAGE_SIZE, SEED, RelabelConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import KeepLostClass, LostClassShare, SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
 
@@ -21,9 +21,9 @@ def relabel(
     batch_size: BatchSize = RelabelConfig.batch_size,
     keep_lost_class: KeepLostClass = RelabelConfig.keep_lost_class,
     lost_class_share: LostClassShare = RelabelConfig.lost_class_share,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from meca_cli.errors import cli_errors
+from meca_cli.config import IMAGE_SIZE
 from meca_cli.options import CacheDir, DataArg, ImageSize
 
 
@@ -14,7 +15,7 @@ def report(
     run: Annotated[Path, typer.Argument(help="Run directory of 'meca sanitize'.", show_default=False)],
     data: DataArg,
     ground_truth: Annotated[Path | None, typer.Option(help="ground_truth.csv to split the score histogram by truth.")] = None,
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
 ) -> None:
     """Write RUN/report.html (self-contained: figures inline, no network) and RUN/report/*.png:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import (EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
+from meca_cli.config import (IMAGE_SIZE, SEED, EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
 from meca_cli.options import (KeepLostClass, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
@@ -48,9 +48,9 @@ def sanitize(
     export: Annotated[Path | None, typer.Option(help="Write the sanitized data set to this new folder.")] = None,
     export_mode: Annotated[str, typer.Option(help="relabeled (all samples, suspects relabelled) or clean (clean split only).")] = "relabeled",
     fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this.")] = None,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,

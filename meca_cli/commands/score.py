@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import ScoreConfig
+from meca_cli.config import IMAGE_SIZE, SEED, ScoreConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (SkipBad, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
@@ -22,9 +22,9 @@ def score(
     batch_size: BatchSize = ScoreConfig.batch_size,
     shard: Annotated[str | None, typer.Option(help="Score only part i of n (e.g. 3/8) into OUT/shards/; for job arrays.")] = None,
     merge: Annotated[int | None, typer.Option(min=1, help="Join the N finished shards in OUT/shards/ into OUT/scores.csv.")] = None,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import SplitConfig
+from meca_cli.config import IMAGE_SIZE, SplitConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import MinConfidence, SplitRule, SplitRules, SkipBad, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out
 
@@ -20,7 +20,7 @@ def split(
     rule: SplitRule = SplitRules(SplitConfig.rule),
     min_confidence: MinConfidence = SplitConfig.min_confidence,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,

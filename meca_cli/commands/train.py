@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import TrainConfig
+from meca_cli.config import IMAGE_SIZE, SEED, TrainConfig
 from meca_cli.errors import cli_errors
 from meca_cli.options import (MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Force, Format, FormatOpt, ImageSize,
                               Lr, Out, Seed, WeightDecay)
@@ -25,9 +25,9 @@ def train(
     indices: Annotated[str | None, typer.Option(help="Train only on these samples (.idx file, or - for stdin).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Label overrides: a relabeled.csv (index, new_label).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint instead of random weights.")] = None,
-    seed: Seed = 0,
+    seed: Seed = SEED,
     device: Device = "auto",
-    image_size: ImageSize = 32,
+    image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     force: Force = False,
     skip_bad: SkipBad = False,
