@@ -21,7 +21,7 @@ from pathlib import Path
 from meca_cli import poisoning, steps
 from meca_cli.console import info
 from meca_cli.core.attacks import AttackConfig
-from meca_cli.core.evaluation import detection_metrics, model_metrics
+from meca_cli.core.evaluation import detection_metrics, model_metrics, round_metrics
 from meca_cli.config import SanitizeConfig
 from meca_cli.pipeline import sanitize
 from meca_cli.store.artifacts import write_json
@@ -95,6 +95,7 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common, s
     report = run.report
     result["train_samples"] = report["samples"]
     result["detection"] = detection_metrics(exp.work / "run" / "verdicts.csv", train_dir / poisoning.GROUND_TRUTH)
+    result["detection"]["rounds"] = round_metrics(exp.work / "run", train_dir / poisoning.GROUND_TRUTH)
     result["dataset_verdict"] = report["dataset_verdict"]
     result["meca_clean_model"] = _evaluate(Path(report["clean_model"]), exp, trig_dir, common)
     result["meca_final_model"] = _evaluate(Path(report["final_model"]), exp, trig_dir, common)

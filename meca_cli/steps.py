@@ -383,17 +383,32 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
         if len(seed_clean) == 0:
             raise ArtifactError(f"{clean_seed}: the seed clean set is empty", hint="re-run 'meca partition'")
         state = Path(out) / "enhance_state.safetensors"
+        rounds_dir = Path(out) / "rounds"
+
+        def keep_round(round_no: int, scores, clean_set: torch.Tensor) -> None:
+            # Each round's scores and unlearned set, written as they come (a resumed run keeps
+            # the earlier ones): where a run lost its poison shows up here against ground truth.
+            if dist.is_primary():
+                rounds_dir.mkdir(exist_ok=True)
+                write_scores(rounds_dir / f"round{round_no}_scores.csv", dataset, scores)
+                write_index_list(rounds_dir / f"round{round_no}_clean.idx", clean_set.tolist())
+
         net, logs = run_rounds(net, dataset.images, dataset.labels, seed_clean, cfg, score_cfg, device,
                                state_path=state, state_tag=step.fingerprint,
                                on_round=lambda r: info(f"enhance: round {r.round}/{cfg.rounds}: "
-                                                       f"unlearned {r.clean_set}, agreement {r.agreement:.3f}"))
+                                                       f"unlearned {r.clean_set}, agreement {r.agreement:.3f}"),
+                               on_rescore=keep_round)
         if dist.is_primary():
             write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
                       ((r.round, r.rho, r.clean_set, r.agreement) for r in logs))
             save_model(Path(out) / "model.safetensors", net,
                        ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
             state.unlink(missing_ok=True)
-        return ["model.safetensors", "rounds.csv"], {"rounds": [r.to_dict() for r in logs]}
+        kept = [f"rounds/round{t}_{kind}" for t in range(2, cfg.rounds + 1) for kind in ("scores.csv", "clean.idx")]
+        if dist.is_primary():
+            for stale in set(rounds_dir.glob("round*")) - {Path(out) / k for k in kept}:  # a run with more rounds
+                stale.unlink()
+        return ["model.safetensors", "rounds.csv", *kept], {"rounds": [r.to_dict() for r in logs]}
 
     return _run(step, common.force, work, str(device))
 

@@ -58,5 +58,8 @@ def test_two_process_enhancement_completes_with_sharded_rescoring(runner, tmp_pa
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "e"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors", "rounds.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors", "rounds", "rounds.csv"]
     assert len((out / "rounds.csv").read_text().splitlines()) == 3
+    # Round 2's re-scoring joined both shards: every sample once, written by rank 0 only.
+    rescored = [line.split(",")[0] for line in (out / "rounds" / "round2_scores.csv").read_text().splitlines()[1:]]
+    assert rescored == [str(i) for i in range(3 * 8 + 3)]  # 8 per class and 3 poisoned

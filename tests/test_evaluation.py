@@ -56,3 +56,27 @@ def test_edited_verdicts_or_ground_truth_get_a_one_line_error(tmp_path):
     truth.write_text("index,role\n0,clean\n5,poison\n")
     with pytest.raises(ArtifactError, match="indices are not 0..1"):
         detection_metrics(verdicts, truth)
+
+
+def test_round_metrics_follow_the_poison_through_the_unlearned_sets(tmp_path):
+    from meca_cli.core.evaluation import round_metrics
+
+    truth = tmp_path / "ground_truth.csv"
+    truth.write_text("index,role\n0,poison\n1,poison\n2,clean\n3,clean\n")
+    run = tmp_path / "run"
+    for folder in ("score", "partition", "enhance/rounds"):
+        (run / folder).mkdir(parents=True)
+    # Round 1: step 2's score ranks one poison as the least robust sample, and the seed takes it.
+    (run / "score/scores.csv").write_text("index,kl\n0,0.9\n1,0.1\n2,0.5\n3,0.4\n")
+    (run / "partition/clean_seed.idx").write_text("0\n")
+    # Round 2: the re-scoring ranks both poisons most robust; the unlearned set is clean.
+    (run / "enhance/rounds/round2_scores.csv").write_text("index,kl\n0,0.01\n1,0.02\n2,0.6\n3,0.7\n")
+    (run / "enhance/rounds/round2_clean.idx").write_text("2\n3\n")
+    got = round_metrics(run, truth)
+    assert [(r["round"], r["unlearned"], r["poison_unlearned"], r["poison_unlearned_share"]) for r in got] == \
+        [(1, 1, 1, 0.5), (2, 2, 0, 0.0)]
+    assert got[0]["auroc"] == pytest.approx(0.5) and got[1]["auroc"] == 1.0
+    # A run made before the rounds were kept reports its first round only.
+    for p in (run / "enhance/rounds").iterdir():
+        p.unlink()
+    assert [r["round"] for r in round_metrics(run, truth)] == [1]

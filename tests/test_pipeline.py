@@ -47,6 +47,12 @@ def test_sanitize_end_to_end(runner, tmp_path):
     split_rows = list(csv.DictReader((run / "split/split.csv").open()))
     split_agreement = sum(r["label"] == r["enhanced_pred"] for r in split_rows) / len(split_rows)
     assert float(rounds[-1]["agreement"]) == pytest.approx(split_agreement)
+    # Round 2 unlearned the highest-scored samples of its own re-scoring, as many as rounds.csv says.
+    round2 = list(csv.DictReader((run / "enhance/rounds/round2_scores.csv").open()))
+    unlearned = set(map(int, (run / "enhance/rounds/round2_clean.idx").read_text().split()))
+    assert len(round2) == 66 and len(unlearned) == int(rounds[1]["clean_set"])
+    kl = {int(r["index"]): float(r["kl"]) for r in round2}
+    assert min(kl[i] for i in unlearned) >= max(kl[i] for i in set(kl) - unlearned)
     # The report names every class the split flagged (almost) whole.
     by_class: dict = {}
     for r in split_rows:

@@ -17,7 +17,7 @@ from torch import nn
 from meca_cli.config import EnhanceConfig, ScoreConfig, TrainConfig
 from meca_cli.core import dist
 from meca_cli.core.partition import rho_schedule, top_fraction
-from meca_cli.core.scoring import kl_scores
+from meca_cli.core.scoring import Scores, kl_scores
 from meca_cli.core.train import fit, predict_logits
 
 
@@ -49,9 +49,11 @@ def enhance_round(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_clean: torch.Tensor,
             cfg: EnhanceConfig, score_cfg: ScoreConfig, device: torch.device,
             state_path: Path | None = None, state_tag: str = "",
-            on_round: Callable[[RoundLog], None] | None = None) -> tuple[nn.Module, list[RoundLog]]:
+            on_round: Callable[[RoundLog], None] | None = None,
+            on_rescore: Callable[[int, Scores, torch.Tensor], None] | None = None) -> tuple[nn.Module, list[RoundLog]]:
     """Run the rounds; round 1 unlearns the partition's seed clean set, later rounds re-score
-    with the current model and take the top rho_t. Progress is saved after every round."""
+    with the current model and take the top rho_t (`on_rescore(round, scores, clean_set)` sees
+    both). Progress is saved after every round."""
     from meca_cli.store.checkpoint import load_tensors, save_tensors
     from meca_cli.errors import ArtifactError
 
@@ -79,6 +81,8 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
             scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
                                         len(images))
             clean_set = top_fraction(scores.kl, rhos[t])
+            if on_rescore is not None:
+                on_rescore(t + 1, scores, clean_set)
             if logs[-1].agreement is None:
                 # The scores' predictions are the previous round's model in eval mode: its
                 # agreement comes free here instead of from a separate pass over the data.

@@ -99,3 +99,37 @@ def detection_metrics(verdicts: Path, ground_truth: Path) -> dict:
     out["auroc"] = auroc(-kl, poison) if not torch.isnan(kl).any() else float("nan")
     out["cover_flagged"] = int((flagged & cover).sum())
     return out
+
+
+def round_metrics(run: Path, ground_truth: Path) -> list[dict]:
+    """Per enhancement round of a sanitize run: the AUROC of the score that chose the round's
+    unlearned set (round 1: step 2's score of the poisoned model; later rounds: the
+    enhancement's re-scoring, enhance/rounds/) and how much of the poison that set holds.
+    Poison unlearned is backdoor erased and goes unflagged at the split, so where a run loses
+    its recall shows here. Rounds whose files are absent (runs made before they were kept)
+    are left out."""
+    from meca_cli.store.artifacts import read_index_list
+
+    roles = read_ground_truth(ground_truth)
+    poison = torch.tensor([roles[i] == "poison" for i in range(len(roles))])
+    sources = [(1, run / "score" / "scores.csv", run / "partition" / "clean_seed.idx")]
+    rounds_dir = run / "enhance" / "rounds"
+    sources += [(int(p.name[5:-len("_scores.csv")]), p, rounds_dir / p.name.replace("_scores.csv", "_clean.idx"))
+                for p in rounds_dir.glob("round*_scores.csv")]
+    out = []
+    for round_no, scores_path, clean_path in sorted(sources):
+        if not (scores_path.is_file() and clean_path.is_file()):
+            continue
+        kl = torch.full((len(poison),), float("nan"), dtype=torch.float64)
+        for lineno, row in enumerate(read_csv(scores_path, ("index", "kl")), 2):
+            i = parse_int(row, "index", scores_path, lineno)
+            if not 0 <= i < len(poison):
+                raise ArtifactError(f"{scores_path}:{lineno}: sample {i} is not in {ground_truth}",
+                                    hint="compare a run with the ground truth of the same folder")
+            kl[i] = parse_float(row, "kl", scores_path, lineno)
+        unlearned = torch.zeros(len(poison), dtype=torch.bool)
+        unlearned[torch.tensor(read_index_list(clean_path, limit=len(poison)), dtype=torch.int64)] = True
+        out.append({"round": round_no, "auroc": auroc(-kl, poison), "unlearned": int(unlearned.sum()),
+                    "poison_unlearned": int((unlearned & poison).sum()),
+                    "poison_unlearned_share": float((unlearned & poison).sum()) / max(1, int(poison.sum()))})
+    return out
