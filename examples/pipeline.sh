@@ -7,7 +7,7 @@ RUN=${2:?usage: pipeline.sh DATA RUN [options]}
 shift 2
 EPOCHS=${EPOCHS:-20}
 POISONED_EPOCHS=${POISONED_EPOCHS:-$(( (EPOCHS + 1) / 3 ))}  # round(EPOCHS / 3), as sanitize
-POISONED_MIN_STEPS=${POISONED_MIN_STEPS:-200}                # a third of the 600-step floor
+POISONED_MIN_STEPS=${POISONED_MIN_STEPS:-550}                # sanitize's --poisoned-min-steps
 
 meca train "$DATA" -o "$RUN/train-poisoned" --epochs "$POISONED_EPOCHS" --min-steps "$POISONED_MIN_STEPS" "$@"
 meca score "$DATA" -m "$RUN/train-poisoned/model.safetensors" -o "$RUN/score" "$@"

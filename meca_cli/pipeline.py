@@ -62,7 +62,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
     result = SanitizeResult(run)
     d = {name: run / name for name in STEPS}
     poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)),
-                           min_steps=round(cfg.train.min_steps * cfg.poisoned_epochs))
+                           min_steps=min(cfg.train.min_steps, cfg.poisoned_min_steps))
 
     # Each step reads the previous steps' artifacts by their fixed names in the run directory.
     actions = {

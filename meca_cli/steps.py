@@ -188,7 +188,7 @@ def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, dev
                    ModelMeta(arch, dataset.classes, dataset.image_size, step=step_name, config=cfg.to_dict()))
         state.unlink(missing_ok=True)
     last = history[-1] if history else {}
-    return {"arch": arch, "samples": len(dataset) if indices is None else len(indices), "epochs": cfg.epochs,
+    return {"arch": arch, "samples": len(dataset) if indices is None else len(indices), "epochs": last.get("epoch", cfg.epochs),  # with the step floor's extra epochs
             "skipped_images": [f"{p}: {r}" for p, r in dataset.scan.skipped],
             "final_loss": last.get("loss"), "final_train_acc": last.get("train_acc")}
 

@@ -99,6 +99,17 @@ def test_until_and_from(runner, tmp_path):
     assert [s["skipped"] for s in json.loads(redo.stdout)["steps"]] == [False]
 
 
+def test_the_poisoned_model_trains_at_least_its_own_step_floor(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)  # 36 images, batch 16: 3 steps an epoch
+    for min_steps, poisoned_min_steps, epochs in ((30, 12, 4), (9, 12, 3)):  # the floor is capped at --min-steps
+        run = tmp_path / f"run-{min_steps}"
+        args = ["sanitize", str(data), "--out", str(run), "--until", "train-poisoned", *FAST, "--epochs", "6",
+                "--min-steps", str(min_steps), "--poisoned-min-steps", str(poisoned_min_steps)]
+        assert runner.invoke(app, args).exit_code == 0
+        assert json.loads((run / "train-poisoned/manifest.json").read_text())["summary"]["epochs"] == epochs
+
+
 def test_steps_chain_by_hand_and_through_stdin(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)
