@@ -93,7 +93,8 @@ class SanitizeConfig(_Params):
     poisoned_epochs: float = 1 / 3  # step 1 trains this fraction of train.epochs: the backdoor is learned early
     # ...but at least this many steps (capped at train.min_steps, so --min-steps 0 lifts every floor).
     # Measured: at 200 steps on 5,000 CIFAR-10 images the step-1 model had not learned BadNet's
-    # backdoor (ASR 6 %) and MeCa flagged 21 % of the poison; 10,000 images x 7 epochs is 553 steps.
+    # backdoor (ASR 6 %) and MeCa (4 enhancement rounds) flagged 21 % of the poison; 10,000 images x
+    # 7 epochs is 553 steps.
     poisoned_min_steps: int = 550
     score: ScoreConfig = ScoreConfig()
     rho0: float = 0.05  # seed clean-set fraction
