@@ -155,6 +155,30 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
     return out + [""] + headline_table(runs, by_rate=True) + [""]
 
 
+def rounds_section(by_protocol: dict[str, list[dict]]) -> list[str]:
+    """Per enhancement round of every run that kept its rounds: the AUROC of the score that
+    chose the round's unlearned set and the share of the poison in that set."""
+    runs = [r for name, rs in by_protocol.items() for r in rs if len(_get(r, "detection", "rounds") or []) > 1]
+    if not runs:
+        return []
+    rounds = max(x["round"] for r in runs for x in r["detection"]["rounds"])
+    out = ["## Round by round", "",
+           "Where a run loses its poison. Round 1 unlearns the seed clean set chosen by step 2's score of the "
+           "poisoned model; every later round re-scores with the current model and unlearns the top of that score. "
+           "Cells: AUROC of that score for the poison (low score = suspicious) / share of the poison in the "
+           "unlearned set, in %. Poison unlearned is backdoor erased and goes unflagged at the split "
+           "(recall, last column). From each result's `detection.rounds` (core.evaluation.round_metrics).", "",
+           "| protocol | attack | seed | " + " | ".join(f"round {t}" for t in range(1, rounds + 1)) + " | recall |",
+           "|---|---|---|" + "---|" * (rounds + 1)]
+    for r in runs:
+        by_round = {x["round"]: x for x in r["detection"]["rounds"]}
+        cells = [f"{by_round[t]['auroc']:.3f} / {100 * by_round[t]['poison_unlearned_share']:.1f}" if t in by_round
+                 else "–" for t in range(1, rounds + 1)]
+        out.append(f"| {r['protocol']} | {r['attack']} | {r['seed']} | " + " | ".join(cells)
+                   + f" | {_cell([_get(r, 'detection', 'recall')])} |")
+    return out + [""]
+
+
 def _protocol_flags(name: str) -> tuple[str, str]:
     """'cifar10-small[epochs=2,per_class=10]' -> ('cifar10-small', ' --epochs 2 --per-class 10')."""
     if "[" not in name:
@@ -327,6 +351,7 @@ def render_all(result_files: list[Path]) -> str:
     for name, others in rate_sweeps.items():
         if name not in by_protocol:  # only other-rate runs of this protocol so far
             out += [f"## {name}", ""] + rate_section(name, [r for other in others for r in by_protocol[other]])
+    out += rounds_section(by_protocol)
     for table in ablations:
         out += ablation_section(table)
     if perf is not None:

@@ -45,3 +45,18 @@ def test_headline_shows_the_final_models_target_class_accuracy():
     head, _, row = headline_table(runs)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[[c.strip() for c in head.strip("|").split("|")].index("MeCa final target ACC")] == "25.0 ±25.0"
+
+
+def test_round_by_round_table_lists_runs_that_kept_their_rounds():
+    from meca_cli.benchreport import rounds_section
+
+    kept = {"protocol": "p", "attack": "blend", "seed": 0,
+            "detection": {"recall": 0.65, "rounds": [
+                {"round": 1, "auroc": 0.78, "poison_unlearned_share": 0.004},
+                {"round": 2, "auroc": 0.81, "poison_unlearned_share": 0.12}]}}
+    older = {"protocol": "p", "attack": "badnet", "seed": 0,
+             "detection": {"recall": 0.99, "rounds": [{"round": 1, "auroc": 0.6, "poison_unlearned_share": 0.0}]}}
+    lines = rounds_section({"p": [kept, older]})
+    assert "| p | blend | 0 | 0.780 / 0.4 | 0.810 / 12.0 | 65.0 |" in lines
+    assert not any("badnet" in line for line in lines)  # a run from before the rounds were kept
+    assert rounds_section({"p": [older]}) == []
