@@ -155,10 +155,10 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
     return out + [""] + headline_table(runs, by_rate=True) + [""]
 
 
-def rounds_section(by_protocol: dict[str, list[dict]]) -> list[str]:
+def rounds_section(runs: list[dict]) -> list[str]:
     """Per enhancement round of every run that kept its rounds: the AUROC of the score that
     chose the round's unlearned set and the share of the poison in that set."""
-    runs = [r for name, rs in by_protocol.items() for r in rs if len(_get(r, "detection", "rounds") or []) > 1]
+    runs = [r for r in runs if len(_get(r, "detection", "rounds") or []) > 1]
     if not runs:
         return []
     rounds = max(x["round"] for r in runs for x in r["detection"]["rounds"])
@@ -351,7 +351,10 @@ def render_all(result_files: list[Path]) -> str:
     for name, others in rate_sweeps.items():
         if name not in by_protocol:  # only other-rate runs of this protocol so far
             out += [f"## {name}", ""] + rate_section(name, [r for other in others for r in by_protocol[other]])
-    out += rounds_section(by_protocol)
+    # The ablations' runs at the shipped defaults (once each, whichever sweep measured them).
+    defaults = {(t["protocol"], r["attack"], r["seed"]): {**r, "protocol": t["protocol"]}
+                for t in ablations for r in t["runs"] if r.get("default")}
+    out += rounds_section([r for rs in by_protocol.values() for r in rs] + list(defaults.values()))
     for table in ablations:
         out += ablation_section(table)
     if perf is not None:
