@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from meca_cli.errors import cli_errors
-from meca_cli.config import IMAGE_SIZE
+from meca_cli.config import IMAGE_SIZE, SEED
 from meca_cli.options import CacheDir, Format, FormatOpt, ImageSize
 
 
@@ -27,7 +27,7 @@ def poison(
     per_class: Annotated[int | None, typer.Option(min=1, help="Take a seeded class-balanced subset of this many images per class first.")] = None,
     test: Annotated[bool, typer.Option("--test", help="Write the triggered test folder (ASR population, test trigger) instead.")] = False,
     like: Annotated[Path | None, typer.Option(help="With --test: reuse the attack and trigger of this poisoned training folder.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the selection and the trigger.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the selection and the trigger.")] = SEED,
     image_size: ImageSize = IMAGE_SIZE,
     cache_dir: CacheDir = None,
     fmt: FormatOpt = Format.table,
