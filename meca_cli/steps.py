@@ -188,7 +188,8 @@ def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, dev
                    ModelMeta(arch, dataset.classes, dataset.image_size, step=step_name, config=cfg.to_dict()))
         state.unlink(missing_ok=True)
     last = history[-1] if history else {}
-    return {"arch": arch, "samples": len(dataset) if indices is None else len(indices), "epochs": last.get("epoch", cfg.epochs),  # with the step floor's extra epochs
+    return {"arch": arch, "samples": len(dataset) if indices is None else len(indices),
+            "epochs": last.get("epoch", cfg.epochs),  # the epochs run, with the step floor's extra ones
             "skipped_images": [f"{p}: {r}" for p, r in dataset.scan.skipped],
             "final_loss": last.get("loss"), "final_train_acc": last.get("train_acc")}
 
@@ -366,7 +367,7 @@ def partition(scores: Path, out: Path, rho0: float = 0.05, force: bool = False) 
 def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common, cfg: EnhanceConfig,
             score_cfg: ScoreConfig) -> StepResult:
     """Backdoor enhancement rounds -> the enhanced model.safetensors and rounds.csv."""
-    from meca_cli.core.enhance import enhance as run_rounds
+    from meca_cli.core.enhance import enhance as run_rounds, round_files
     from meca_cli.store.checkpoint import ModelMeta, save_model
 
     dataset = open_data(data, common)
@@ -390,8 +391,9 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
             # the earlier ones): where a run lost its poison shows up here against ground truth.
             if dist.is_primary():
                 rounds_dir.mkdir(exist_ok=True)
-                write_scores(rounds_dir / f"round{round_no}_scores.csv", dataset, scores)
-                write_index_list(rounds_dir / f"round{round_no}_clean.idx", clean_set.tolist())
+                scores_file, clean_file = round_files(round_no)
+                write_scores(Path(out) / scores_file, dataset, scores)
+                write_index_list(Path(out) / clean_file, clean_set.tolist())
 
         net, logs = run_rounds(net, dataset.images, dataset.labels, seed_clean, cfg, score_cfg, device,
                                state_path=state, state_tag=step.fingerprint,
@@ -404,7 +406,7 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
             save_model(Path(out) / "model.safetensors", net,
                        ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
             state.unlink(missing_ok=True)
-        kept = [f"rounds/round{t}_{kind}" for t in range(2, cfg.rounds + 1) for kind in ("scores.csv", "clean.idx")]
+        kept = [name for t in range(2, cfg.rounds + 1) for name in round_files(t)]
         if dist.is_primary():
             for stale in set(rounds_dir.glob("round*")) - {Path(out) / k for k in kept}:  # a run with more rounds
                 stale.unlink()

@@ -21,6 +21,12 @@ from meca_cli.core.scoring import Scores, kl_scores
 from meca_cli.core.train import fit, predict_logits
 
 
+def round_files(round_no: int) -> tuple[str, str]:
+    """Where the enhance step keeps a re-scoring round's scores and unlearned set, relative to
+    its output folder (round 1's are step 2's scores and the partition's seed clean set)."""
+    return f"rounds/round{round_no}_scores.csv", f"rounds/round{round_no}_clean.idx"
+
+
 @dataclass
 class RoundLog:
     round: int

@@ -84,11 +84,7 @@ def detection_metrics(verdicts: Path, ground_truth: Path) -> dict:
         raise ArtifactError(f"{ground_truth}: its indices are not 0..{n - 1}", hint="re-create it with 'meca poison'")
     flagged = torch.zeros(n, dtype=torch.bool)
     kl = torch.zeros(n, dtype=torch.float64)
-    for lineno, row in enumerate(rows, 2):
-        i = parse_int(row, "index", verdicts, lineno)
-        if not 0 <= i < n:
-            raise ArtifactError(f"{verdicts}:{lineno}: sample {i} is not in {ground_truth}",
-                                hint="compare a run with the ground truth of the same folder")
+    for i, lineno, row in _indexed_rows(rows, verdicts, n, ground_truth):
         flagged[i] = row["verdict"] == "suspected"
         kl[i] = parse_float(row, "kl", verdicts, lineno)
     role = [roles[i] for i in range(n)]
@@ -101,6 +97,17 @@ def detection_metrics(verdicts: Path, ground_truth: Path) -> dict:
     return out
 
 
+def _indexed_rows(rows: list[dict[str, str]], path: Path, n: int, ground_truth: Path):
+    """(index, line number, row) of a per-sample CSV whose indices must be samples 0..n-1 of
+    the ground truth."""
+    for lineno, row in enumerate(rows, 2):
+        i = parse_int(row, "index", path, lineno)
+        if not 0 <= i < n:
+            raise ArtifactError(f"{path}:{lineno}: sample {i} is not in {ground_truth}",
+                                hint="compare a run with the ground truth of the same folder")
+        yield i, lineno, row
+
+
 def round_metrics(run: Path, ground_truth: Path) -> list[dict]:
     """Per enhancement round of a sanitize run: the AUROC of the score that chose the round's
     unlearned set (round 1: step 2's score of the poisoned model; later rounds: the
@@ -108,24 +115,23 @@ def round_metrics(run: Path, ground_truth: Path) -> list[dict]:
     Poison unlearned is backdoor erased and goes unflagged at the split, so where a run loses
     its recall shows here. Rounds whose files are absent (runs made before they were kept)
     are left out."""
+    from meca_cli.core.enhance import round_files
     from meca_cli.store.artifacts import read_index_list
 
     roles = read_ground_truth(ground_truth)
     poison = torch.tensor([roles[i] == "poison" for i in range(len(roles))])
     sources = [(1, run / "score" / "scores.csv", run / "partition" / "clean_seed.idx")]
-    rounds_dir = run / "enhance" / "rounds"
-    sources += [(int(p.name[5:-len("_scores.csv")]), p, rounds_dir / p.name.replace("_scores.csv", "_clean.idx"))
-                for p in rounds_dir.glob("round*_scores.csv")]
+    round_no = 2
+    while all((run / "enhance" / name).is_file() for name in round_files(round_no)):
+        sources.append((round_no, *(run / "enhance" / name for name in round_files(round_no))))
+        round_no += 1
     out = []
-    for round_no, scores_path, clean_path in sorted(sources):
+    for round_no, scores_path, clean_path in sources:
         if not (scores_path.is_file() and clean_path.is_file()):
             continue
         kl = torch.full((len(poison),), float("nan"), dtype=torch.float64)
-        for lineno, row in enumerate(read_csv(scores_path, ("index", "kl")), 2):
-            i = parse_int(row, "index", scores_path, lineno)
-            if not 0 <= i < len(poison):
-                raise ArtifactError(f"{scores_path}:{lineno}: sample {i} is not in {ground_truth}",
-                                    hint="compare a run with the ground truth of the same folder")
+        for i, lineno, row in _indexed_rows(read_csv(scores_path, ("index", "kl")), scores_path, len(poison),
+                                            ground_truth):
             kl[i] = parse_float(row, "kl", scores_path, lineno)
         unlearned = torch.zeros(len(poison), dtype=torch.bool)
         unlearned[torch.tensor(read_index_list(clean_path, limit=len(poison)), dtype=torch.int64)] = True
