@@ -57,7 +57,7 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, *([f"{100 * rate:g} %"] if by_rate else []), ",".join(str(r["seed"]) for r in rs),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), ",".join(str(s) for s in sorted(r["seed"] for r in rs)),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
@@ -157,8 +157,10 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
 
 def rounds_section(runs: list[dict]) -> list[str]:
     """Per enhancement round of every run that kept its rounds: the AUROC of the score that
-    chose the round's unlearned set and the share of the poison in that set."""
-    runs = [r for r in runs if len(_get(r, "detection", "rounds") or []) > 1]
+    chose the round's unlearned set and the share of the poison in that set. A clean control
+    has no poison to rank (AUROC None) and is left out."""
+    runs = [r for r in runs if len(_get(r, "detection", "rounds") or []) > 1
+            and all(x["auroc"] is not None for x in r["detection"]["rounds"])]
     if not runs:
         return []
     rounds = max(x["round"] for r in runs for x in r["detection"]["rounds"])
@@ -247,7 +249,7 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     sources = ["no_defence", *names, "meca_final_model"]
     for attack in attacks:
         rs = by_attack[attack]
-        cells = [attack, ",".join(str(r["seed"]) for r in rs)]
+        cells = [attack, ",".join(str(s) for s in sorted(r["seed"] for r in rs))]
         for source in sources:
             got = [result(r, source) for r in rs]
             cells += [_cell([_get(g, "accuracy") for g in got]), _cell([_get(g, "asr") for g in got])]
@@ -268,7 +270,7 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
                  "", "| attack | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
         for attack in attacks:
             rs = by_attack[attack]
-            cells = [attack, ",".join(str(r["seed"]) for r in rs)]
+            cells = [attack, ",".join(str(s) for s in sorted(r["seed"] for r in rs))]
             for n in [*detectors, "detection"]:
                 got = [result(r, n) for r in rs]
                 cells.append(" / ".join([_cell([_get(g, "recall") for g in got]), _cell([_get(g, "fpr") for g in got]),
@@ -320,11 +322,14 @@ def render_all(result_files: list[Path]) -> str:
                 f"Reproduce: `meca bench --protocol {base} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
         for start in sorted({r["measured_from"] for r in runs if r.get("measured_from")}):
-            again = [a for a in attacks if any(r["attack"] == a and r.get("measured_from") == start for r in runs)]
-            out += [f"The MeCa columns of {', '.join(again)} were measured again from the `{start}` step on, over "
+            redone = [r for r in runs if r.get("measured_from") == start]
+            again = [a for a in attacks if any(r["attack"] == a for r in redone)]
+            again_seeds = sorted({r["seed"] for r in redone})
+            out += [f"The MeCa columns of {', '.join(again)} (seed {', '.join(map(str, again_seeds))}) were measured "
+                    f"again from the `{start}` step on, over "
                     f"each run's saved earlier steps, after a change to the defaults that only reaches that step: "
                     f"`meca bench --protocol {base} --attacks {','.join(again)} --seeds "
-                    f"{','.join(map(str, seeds))}{extra} --from {start}` (each result records the configuration "
+                    f"{','.join(map(str, again_seeds))}{extra} --from {start}` (each result records the configuration "
                     "of the earlier steps).", ""]
         out += headline_table(runs)
         out += [""] + paper_rows() + [""]

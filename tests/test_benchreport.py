@@ -56,7 +56,12 @@ def test_round_by_round_table_lists_runs_that_kept_their_rounds():
                 {"round": 2, "auroc": 0.81, "poison_unlearned_share": 0.12}]}}
     older = {"protocol": "p", "attack": "badnet", "seed": 0,
              "detection": {"recall": 0.99, "rounds": [{"round": 1, "auroc": 0.6, "poison_unlearned_share": 0.0}]}}
-    lines = rounds_section([kept, older])
+    clean = {"protocol": "p", "attack": "clean", "seed": 0,
+             "detection": {"recall": None, "rounds": [
+                 {"round": 1, "auroc": None, "poison_unlearned_share": 0.0},
+                 {"round": 2, "auroc": None, "poison_unlearned_share": 0.0}]}}
+    lines = rounds_section([kept, older, clean])
     assert "| p | blend | 0 | 0.780 / 0.4 | 0.810 / 12.0 | 65.0 |" in lines
     assert not any("badnet" in line for line in lines)  # a run from before the rounds were kept
+    assert not any(line.startswith("| p | clean |") for line in lines)  # no poison to rank
     assert rounds_section([older]) == []
