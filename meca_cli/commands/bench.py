@@ -44,7 +44,7 @@ def bench(
     ablate: Annotated[list[str] | None, typer.Option(help="Sweep a parameter, the others at the shipped defaults: "
                                                            "PARAM=V1,V2 (e.g. enhance.lam=0.25,0.5,1), repeatable, "
                                                            "or 'default' for the tunables of method.md "
-                                                           "[results: benchmarks/results/<protocol>-ablation.json].")] = None,
+                                                           "[results: benchmarks/results/<protocol[overrides]>-ablation.json].")] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
 ) -> None:
@@ -114,12 +114,14 @@ def bench(
         return
     if ablate:
         from meca_cli.ablation import parse_sweep
-        from meca_cli.bench import run_bench_ablation
+        from meca_cli.bench import protocol_label, run_bench_ablation
 
         sweeps: dict[str, tuple] = {}
         for spec in ablate:
             sweeps.update(parse_sweep(spec))
-        ablation_results = results if explicit_results else Path("benchmarks/results") / f"{protocol}-ablation.json"
+        # One table per protocol variant: a reduced protocol's sweep never lands in the full one's file.
+        label = protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps, rate)[0]
+        ablation_results = results if explicit_results else Path("benchmarks/results") / f"{label}-ablation.json"
         run_bench_ablation(PROTOCOLS[protocol], data, work, ablation_results, names, seed_list,
                            steps.Common(device=device, cache_dir=cache_dir), sweeps,
                            epochs=epochs, per_class=per_class, min_steps=min_steps, rate=rate)
