@@ -44,6 +44,10 @@ def _get(run: dict, *path: str):
     return run
 
 
+def _seed_list(runs: list[dict]) -> str:
+    return ",".join(str(s) for s in sorted({r["seed"] for r in runs}))
+
+
 def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     """One row per attack (and per poison rate, with `by_rate`), seeds averaged."""
     rows = ["| attack | " + ("rate | " if by_rate else "") + "seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
@@ -57,7 +61,7 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, *([f"{100 * rate:g} %"] if by_rate else []), ",".join(str(s) for s in sorted(r["seed"] for r in rs)),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
@@ -151,7 +155,7 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
         rs = [r for r in runs if r["rate"] == rate]
         attacks = sorted({r["attack"] for r in rs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
         out.append(f"Reproduce {100 * rate:g} %: `meca bench --protocol {base}{extra} --rate {rate:g} "
-                   f"--attacks {','.join(attacks)} --seeds {','.join(map(str, sorted({r['seed'] for r in rs})))}`")
+                   f"--attacks {','.join(attacks)} --seeds {_seed_list(rs)}`")
     return out + [""] + headline_table(runs, by_rate=True) + [""]
 
 
@@ -249,7 +253,7 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     sources = ["no_defence", *names, "meca_final_model"]
     for attack in attacks:
         rs = by_attack[attack]
-        cells = [attack, ",".join(str(s) for s in sorted(r["seed"] for r in rs))]
+        cells = [attack, _seed_list(rs)]
         for source in sources:
             got = [result(r, source) for r in rs]
             cells += [_cell([_get(g, "accuracy") for g in got]), _cell([_get(g, "asr") for g in got])]
@@ -270,7 +274,7 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
                  "", "| attack | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
         for attack in attacks:
             rs = by_attack[attack]
-            cells = [attack, ",".join(str(s) for s in sorted(r["seed"] for r in rs))]
+            cells = [attack, _seed_list(rs)]
             for n in [*detectors, "detection"]:
                 got = [result(r, n) for r in rs]
                 cells.append(" / ".join([_cell([_get(g, "recall") for g in got]), _cell([_get(g, "fpr") for g in got]),

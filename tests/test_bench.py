@@ -94,7 +94,8 @@ def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, 
             "--ablate", "enhance.rounds=2,6", "--ablate", "split.rule=agreement,confidence"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.stderr
-    table = json.loads((tmp_path / "benchmarks/results/cifar10-small[epochs=2,per_class=10,min_steps=0]-ablation.json").read_text())
+    results = tmp_path / "benchmarks/results/cifar10-small[epochs=2,per_class=10,min_steps=0]-ablation.json"
+    table = json.loads(results.read_text())
     assert table["protocol"] == "cifar10-small[epochs=2,per_class=10,min_steps=0]"
     rows = {(row["param"], row["value"]): row for row in table["runs"]}
     assert set(rows) == {("enhance.rounds", 2), ("enhance.rounds", 6), ("split.rule", "agreement"),
@@ -107,9 +108,9 @@ def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, 
     assert a["config_fingerprint"] == b["config_fingerprint"] and a["detection"] == b["detection"]
     assert a["config_fingerprint"] != rows[("enhance.rounds", 2)]["config_fingerprint"]
     # Resumable: nothing new to measure.
-    before = (tmp_path / "benchmarks/results/cifar10-small[epochs=2,per_class=10,min_steps=0]-ablation.json").read_text()
+    before = results.read_text()
     assert runner.invoke(app, args).exit_code == 0
-    assert (tmp_path / "benchmarks/results/cifar10-small[epochs=2,per_class=10,min_steps=0]-ablation.json").read_text() == before
+    assert results.read_text() == before
     md = tmp_path / "BENCHMARKS.md"
     assert runner.invoke(app, ["bench", "--markdown", str(md)]).exit_code == 0
     text = md.read_text()

@@ -4,8 +4,8 @@ Usage: python benchmarks/analysis/verdict_stats.py benchmarks/work/cifar10-small
 
 For each run folder (data/train with ground_truth.csv, run/ from meca sanitize), per class:
 images, suspects, suspects relabelled to another class at step 7, poison among the class's
-images, and the class's lift among the ROBUST most robust samples of step 2 (its share there
-over its share of the folder); then the shipped concentration statistic and, for the
+images, and the class's lift among the ROBUST (250) lowest KL scores of step 2 (its share
+there over its share of the folder); then the shipped concentration statistic and, for the
 most-suspected class, the share of its suspects that step 7 moved away. Two candidate
 signals of poison that a collapse of the enhanced model onto a clean class would not give:
 the target's poison moved away by step 7, and the robust poison crowding into one class.
