@@ -33,9 +33,20 @@ def is_primary() -> bool:
 
 
 def init(device: torch.device) -> None:
-    """Join the process group once, NCCL on GPU and gloo on CPU."""
+    """Join the process group once, NCCL on GPU and gloo on CPU, and leave it at exit."""
     if world_size() > 1 and not tdist.is_initialized():
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        import atexit
+
+        atexit.register(_leave)
+
+
+def _leave() -> None:
+    # A group left to interpreter shutdown can abort the process (gloo's worker threads
+    # outlive Python: "terminate called without an active exception", exit code -6).
+    # No barrier first: it would hang at exit if another rank has died.
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
