@@ -15,6 +15,10 @@ import csv
 import sys
 from pathlib import Path
 
+import torch
+
+from meca_cli.core.verdict import dataset_verdict
+
 ROBUST = 250
 
 
@@ -43,14 +47,14 @@ def analyse(folder: Path) -> None:
     lift = [(k / ROBUST) / max(1e-9, n / len(split)) for k, n in zip(robust, count)]
     rates = [s / max(1, n) for s, n in zip(suspects, count)]
     top = max(range(classes), key=rates.__getitem__)
-    others = sorted(rates[:top] + rates[top + 1:])
-    median = (others[len(others) // 2] + others[(len(others) - 1) // 2]) / 2
+    verdict = dataset_verdict(torch.tensor([int(s["label"]) for s in split]),
+                              torch.tensor([s["verdict"] == "suspected" for s in split]), classes)
     print(folder.name)
     print("  class  images  suspects  moved  poison  robust lift")
     for c in range(classes):
         print(f"  {c:5d} {count[c]:7d} {suspects[c]:9d} {moved[c]:6d} {poison[c]:7d} {lift[c]:12.2f}")
-    print(f"  top class {top}: rate {rates[top]:.3f}, others' median {median:.3f}, "
-          f"concentration {rates[top] / max(median, 1e-3):.1f}, "
+    print(f"  top class {top}: rate {rates[top]:.3f}, others' median {verdict['suspected_rate_other_median']:.3f}, "
+          f"concentration {verdict['concentration']:.1f} ({verdict['verdict']}), "
           f"moved share of its suspects {moved[top] / max(1, suspects[top]):.3f}; "
           f"highest robust lift {max(lift):.2f} (class {lift.index(max(lift))})")
 
