@@ -18,5 +18,6 @@ meca split "$DATA" -m "$RUN/enhance/model.safetensors" --scores "$RUN/score/scor
 # Index lists travel through pipes: the clean split goes to training on stdin.
 meca train "$DATA" --indices - -o "$RUN/train-clean" --epochs "$EPOCHS" "$@" < "$RUN/split/clean.idx"
 meca relabel "$DATA" -m "$RUN/train-clean/model.safetensors" --suspected "$RUN/split/suspected.idx" \
+    --enhanced-model "$RUN/enhance/model.safetensors" \
     -o "$RUN/relabel" "$@"
 echo "suspected: $(wc -l < "$RUN/split/suspected.idx") of $(( $(wc -l < "$RUN/score/scores.csv") - 1 ))" >&2

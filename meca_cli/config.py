@@ -77,6 +77,10 @@ class RelabelConfig(_Params):
     keep_lost_class: bool = True
     lost_class_share: float = 0.75  # a class with at least this share suspected counts as lost (measured)
     neighbours: int = 10  # k of that nearest-neighbour comparison
+    # A suspect keeping its label while the enhanced model still gives that label this much
+    # is left out of the final training (clean-label poison; core.relabel.held_suspects).
+    drop_held: bool = True
+    held_confidence: float = 0.999
     batch_size: int = 128
     seed: int = SEED
 

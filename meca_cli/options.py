@@ -58,5 +58,9 @@ Masks = Annotated[int, typer.Option(min=1, help="Random patches averaged per sam
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave undecodable or unsafe images out (listed in the summary) instead of failing.")]
 KeepLostClass = Annotated[bool, typer.Option(help="Suspects of a class flagged almost whole keep their label when the clean "
                                                   "model puts them nearer the other suspects than the clean split.")]
+DropHeld = Annotated[bool, typer.Option(help="Leave out of the final training the suspects that keep their label while "
+                                             "the enhanced model still gives it --held-confidence (clean-label poison).")]
+HeldConfidence = Annotated[float, typer.Option(min=0, max=1, help="Enhanced-model probability of the given label at "
+                                                                  "which --drop-held leaves a suspect out.")]
 LostClassShare = Annotated[float, typer.Option(min=0, max=1, help="Share of a class suspected at which --keep-lost-class "
                                                                   "treats it as lost.")]

@@ -23,6 +23,7 @@ from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.config import SanitizeConfig
 from meca_cli.core.partition import mostly_suspected_classes
+from meca_cli.core.relabel import DROPPED
 from meca_cli.core.verdict import dataset_verdict
 from meca_cli.errors import ConfigError
 from meca_cli.store.artifacts import write_json, read_csv, write_csv
@@ -77,7 +78,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
         "train-clean": lambda c: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch,
                                              indices=d["split"] / "clean.idx", name="train-clean"),
         "relabel": lambda c: steps.relabel(data, d["train-clean"] / "model.safetensors", d["split"] / "suspected.idx",
-                                           d["relabel"], c, cfg.relabel),
+                                           d["relabel"], c, cfg.relabel, d["enhance"] / "model.safetensors"),
     }
 
     for i, name in enumerate(STEPS):
@@ -107,8 +108,9 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
     split_rows = read_csv(run / "split" / "split.csv", steps.SPLIT_COLUMNS)
     relabel_rows = read_csv(run / "relabel" / "relabeled.csv", steps.RELABEL_COLUMNS)
     suspected = torch.tensor([r["verdict"] == "suspected" for r in split_rows])
+    # new_label as a number: read back as text, the -1 of a left-out sample would be escaped.
     write_csv(run / "verdicts.csv", VERDICT_COLUMNS,
-              ((s["index"], s["path"], s["label"], s["kl"], s["enhanced_pred"], s["verdict"], r["new_label"])
+              ((s["index"], s["path"], s["label"], s["kl"], s["enhanced_pred"], s["verdict"], int(r["new_label"]))
                for s, r in zip(split_rows, relabel_rows)))
     verdict = dataset_verdict(dataset.labels, suspected, len(dataset.classes), cfg.verdict)
     if verdict["suspected_class"] is not None:
@@ -122,6 +124,7 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
         "suspected": int(suspected.sum()),
         "skipped_images": [{"path": p, "reason": r} for p, r in dataset.scan.skipped],
         "relabeled_changed": manifests["relabel"].get("changed"),
+        "left_out": manifests["relabel"].get("dropped"),  # suspects the final model was not trained on
         # Classes the final model will hardly know (see core.partition.mostly_suspected_classes).
         "mostly_suspected_classes": {dataset.classes[c]: share for c, share in
                                      mostly_suspected_classes(suspected, dataset.labels, len(dataset.classes),
@@ -155,11 +158,11 @@ def export_plan(verdicts: Path, paths: list[str], classes: int, mode: str) -> li
         if not 0 <= index < len(paths) or index in seen or safe_cell(paths[index]) != row["path"]:
             raise ArtifactError(f"{verdicts}:{lineno}: sample {index} ({row['path']!r}) is not that sample "
                                 "of the folder (edited, or the folder changed)", hint="re-run 'meca sanitize'")
-        if not 0 <= new_label < classes:
+        if not (0 <= new_label < classes or new_label == DROPPED):
             raise ArtifactError(f"{verdicts}:{lineno}: label {new_label} is not a class index (0..{classes - 1})",
                                 hint="re-run 'meca sanitize' to rewrite it")
         seen.add(index)
-        if mode == "relabeled" or row["verdict"] == "clean":
+        if new_label != DROPPED and (mode == "relabeled" or row["verdict"] == "clean"):
             picks.append((index, new_label))
     if len(seen) != len(paths):
         raise ArtifactError(f"{verdicts}: holds {len(seen)} of the folder's {len(paths)} samples",

@@ -147,7 +147,10 @@ def check_same_folder(dataset: ImageSet, *artifacts: Path | str | None) -> None:
 
 
 def read_label_table(path: Path, n: int, num_classes: int) -> torch.Tensor:
-    """A relabel CSV (index, new_label) as a full label vector override."""
+    """A relabel CSV (index, new_label) as a full label vector override; a sample relabel
+    left out of training has the label core.relabel.DROPPED."""
+    from meca_cli.core.relabel import DROPPED
+
     rows = read_csv(path, ("index", "new_label"))
     if len(rows) != n:
         raise ArtifactError(f"{path}: holds {len(rows)} rows, the folder {n} samples",
@@ -158,7 +161,7 @@ def read_label_table(path: Path, n: int, num_classes: int) -> torch.Tensor:
         if not 0 <= i < n:
             raise ArtifactError(f"{path}:{lineno}: index {i} out of range for {n} samples")
         labels[i] = parse_int(row, "new_label", path, lineno)
-        if not 0 <= labels[i] < num_classes:
+        if not (0 <= labels[i] < num_classes or labels[i] == DROPPED):
             raise ArtifactError(f"{path}:{lineno}: label {int(labels[i])} is not a class index (0..{num_classes - 1})")
     return labels
 
@@ -215,6 +218,12 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
     def work():
         label_vec = read_label_table(labels, len(dataset), len(dataset.classes)) if labels is not None else dataset.labels
         idx = torch.tensor(index_list) if index_list is not None else None
+        if bool((label_vec < 0).any()):  # samples relabel left out (core.relabel.DROPPED)
+            pool = idx if idx is not None else torch.arange(len(dataset))
+            idx = pool[label_vec[pool] >= 0]
+            if not len(idx):
+                raise ArtifactError(f"{labels}: every sample to train on is marked left out (new_label -1)",
+                                    hint="train on the folder's own labels, or re-run 'meca relabel'")
         summary = _fit_and_save(dataset, Path(out), arch, cfg, device, label_vec, idx, init, step.fingerprint, name)
         return ["model.safetensors"], summary
 
@@ -470,14 +479,21 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
 
 
 def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: Common,
-            cfg: RelabelConfig) -> StepResult:
-    """Label the suspects with the clean model's prediction, then fine-tune it on everything."""
+            cfg: RelabelConfig, enhanced_model: Path | None = None) -> StepResult:
+    """Label the suspects with the clean model's prediction, then fine-tune it on everything.
+
+    With the enhanced model (and `cfg.drop_held`), suspects it still holds at near-certainty
+    under their given label are left out instead (core.relabel.held_suspects)."""
+    from meca_cli.core.relabel import DROPPED, held_suspects
     from meca_cli.core.relabel import relabel as relabel_labels
+    from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
     check_same_folder(dataset, suspected)
+    drop = cfg.drop_held and enhanced_model is not None
     step = Step("relabel", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(clean_model),
-                                       "suspected": file_input(suspected)},
+                                       "suspected": file_input(suspected),
+                                       "enhanced_model": file_input(enhanced_model if drop else None)},
                 {"image_size": common.image_size, **cfg.to_dict()})
     device = device_of(common)
 
@@ -486,17 +502,28 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
                                    cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share)
+        held = torch.zeros(len(dataset), dtype=torch.bool)
+        if drop and len(sus):
+            enhanced, _ = load_checkpoint(enhanced_model, dataset, device)
+            probs = predict_logits(enhanced, dataset.images, device, indices=sus).softmax(1)
+            held = held_suspects(new, dataset.labels, sus, probs.gather(1, dataset.labels[sus].view(-1, 1)).squeeze(1),
+                                 cfg.held_confidence)
+            new[held] = DROPPED
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
-        summary = {"relabeled": len(sus), "changed": int((new != dataset.labels).sum()),
-                   "kept_label": int(kept.sum())}
+        summary = {"relabeled": len(sus), "changed": int(((new != dataset.labels) & ~held).sum()),
+                   "kept_label": int((kept & ~held).sum()), "dropped": int(held.sum())}
         if bool(kept.any()):
             info(f"relabel: {int(kept.sum())} suspects of a class flagged almost whole keep their label "
                  "(nearer the other suspects than the clean split)")
+        if bool(held.any()):
+            info(f"relabel: {int(held.sum())} suspects left out of the final training: they keep their label while "
+                 f"the enhanced model still gives it >= {cfg.held_confidence:g} (new_label {DROPPED})")
         if cfg.finetune_epochs > 0:
             ft = TrainConfig(epochs=cfg.finetune_epochs, min_steps=0, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
                              seed=cfg.seed + 17)
-            summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new, None,
+            summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new,
+                                                (~held).nonzero().squeeze(1) if bool(held.any()) else None,
                                                 Path(clean_model), step.fingerprint, "relabel")
         else:
             from meca_cli.store.checkpoint import save_model

@@ -136,6 +136,19 @@ def test_relabel_table_with_unknown_class_is_refused(runner, tmp_path, tiny_fold
     assert r.exit_code == 2 and "relabeled.csv:7" in r.stderr and "not a class index" in r.stderr
 
 
+def test_labels_marked_left_out_are_not_trained_on(runner, tmp_path, tiny_folder):
+    import json
+
+    table = tmp_path / "relabeled.csv"
+    table.write_text("index,new_label\n" + "".join(f"{i},{-1 if i % 4 == 0 else 0}\n" for i in range(60)))
+    r = _train(runner, tiny_folder, tmp_path / "o", "--labels", str(table))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["samples"] == 45
+    table.write_text("index,new_label\n" + "".join(f"{i},-1\n" for i in range(60)))
+    r = _train(runner, tiny_folder, tmp_path / "o2", "--labels", str(table))
+    assert r.exit_code == 2 and "every sample to train on is marked left out" in r.stderr
+
+
 def test_folder_changed_between_steps_is_caught(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=8)
@@ -195,8 +208,12 @@ def test_export_stays_inside_its_target_and_exports_the_right_files(runner, tmp_
     assert list(outside.iterdir()) == [] and snapshot(data) == before
     rows = (tmp_path / "run" / "verdicts.csv").read_text().splitlines()[1:]
     assert len(rows) == 12
+    exported_files = {f.name for f in (tmp_path / "sanitized").rglob("*.png")}
     for row in rows:  # each exported file is the very image its verdict row names
         index, path, new_label = int(row.split(",")[0]), row.split(",")[1], int(row.split(",")[-1])
+        if new_label == -1:  # left out of the final training, so out of the export too
+            assert f"{index:07d}.png" not in exported_files
+            continue
         exported = tmp_path / "sanitized" / f"class{new_label}" / f"{index:07d}.png"
         assert exported.read_bytes() == (data / path).read_bytes()
     # A verdicts table that does not match the folder is refused before anything is copied.

@@ -240,3 +240,31 @@ def test_no_command_writes_to_its_input_folder(runner, tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, (args[0], r.stderr)
         assert snapshot(data) == before, f"'meca {args[0]}' changed its input folder"
+
+
+def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=8)
+    common = ["--image-size", "16", "--batch-size", "8"]
+    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "2", *common]).exit_code == 0
+    model = str(tmp_path / "t" / "model.safetensors")
+    (tmp_path / "suspected.idx").write_text("".join(f"{i}\n" for i in range(0, 24, 2)))
+
+    def relabel(out, *extra):
+        r = runner.invoke(app, ["relabel", str(data), "-m", model, "--suspected", str(tmp_path / "suspected.idx"),
+                                "-o", str(tmp_path / out), "--finetune-epochs", "1", "--format", "json", *common, *extra])
+        assert r.exit_code == 0, r.stderr
+        rows = list(csv.DictReader(open(tmp_path / out / "relabeled.csv")))
+        return json.loads(r.stdout)["summary"], {int(x["index"]): (int(x["old_label"]), int(x["new_label"])) for x in rows}
+
+    _, plain = relabel("plain", "--no-drop-held")
+    keeping = {i for i in range(0, 24, 2) if plain[i][0] == plain[i][1]}
+    # The enhanced model here is the same model; at a ceiling of 0 it "holds" every suspect
+    # that keeps its label, and only those are left out.
+    summary, dropped = relabel("all", "--enhanced-model", model, "--held-confidence", "0")
+    assert {i for i, (_, new) in dropped.items() if new == -1} == keeping
+    assert summary["dropped"] == len(keeping) and summary["finetune"]["samples"] == 24 - len(keeping)
+    summary, _ = relabel("none", "--enhanced-model", model, "--held-confidence", "1")
+    assert summary["finetune"]["samples"] == 24 - summary["dropped"]
+    _, without = relabel("no-model")  # no enhanced model: nothing is left out
+    assert without == plain

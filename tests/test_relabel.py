@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from meca_cli.core.relabel import mean_knn_distance, own_class_suspects, relabel
+from meca_cli.core.relabel import held_suspects, mean_knn_distance, own_class_suspects, relabel
 from meca_cli.core.train import predict_logits, predict_with_features
 
 
@@ -61,3 +61,13 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
                         neighbours=1)
     assert kept.nonzero().squeeze(1).tolist() == [4, 5]
     assert new.tolist() == [0, 0, 1, 1, 2, 2, 0]  # the poison still gets the clean model's label
+
+
+def test_held_suspects_are_those_keeping_their_label_at_near_certainty():
+    labels = torch.tensor([0, 1, 1, 2, 2])
+    new = torch.tensor([0, 1, 0, 2, 2])  # sample 2 is relabelled; 1, 3, 4 keep their label
+    suspected = torch.tensor([1, 2, 3, 4])
+    conf = torch.tensor([0.9995, 1.0, 0.5, 0.9999])  # enhanced model, in suspected order
+    held = held_suspects(new, labels, suspected, conf, 0.999)
+    assert held.nonzero().squeeze(1).tolist() == [1, 4]  # 2 changes label; 3 is not held; 0 is no suspect
+    assert not held_suspects(new, labels, suspected, conf, 1.01).any()

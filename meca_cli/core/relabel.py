@@ -6,6 +6,13 @@ lose the class. Among such a class's suspects, a poison (say, an airplane carryi
 trigger) still has clean neighbours of its true class in the clean model's feature space,
 while an image that really belongs to the class has none of its kind: its nearest
 neighbours are other suspects. Those keep their given label.
+
+That exception cannot tell a clean-label poison (a real image of the class carrying a
+trigger) from the class's own images, and neither can the clean model, which calls both by
+the class. What can is the enhanced model: after unlearning the clean set, only a shortcut
+still holds an image at near-certainty. A suspect that would keep its given label while the
+enhanced model gives that label at least `held_confidence` is left out of the final
+training set (`held_suspects`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from meca_cli.core.partition import mostly_suspected_classes
 from meca_cli.core.train import predict_logits, predict_with_features
 
 _QUERY_CHUNK = 1024  # rows of the distance matrix held at once
+DROPPED = -1  # new label of a suspect left out of the final training set
 
 
 def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_self: bool = False) -> torch.Tensor:
@@ -71,3 +79,14 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     kept = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours)
     new[kept] = labels[kept]
     return new, kept
+
+
+def held_suspects(new: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor, enhanced_conf: torch.Tensor,
+                  held_confidence: float) -> torch.Tensor:
+    """Boolean mask over all samples: suspects whose new label is their given label while the
+    enhanced model still gives that label at least `held_confidence` (see the module doc).
+    `enhanced_conf` holds each suspect's probability of its given label, in `suspected` order."""
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    suspected = torch.as_tensor(suspected, dtype=torch.int64)
+    held[suspected] = (new[suspected] == labels[suspected]) & (enhanced_conf >= held_confidence)
+    return held
