@@ -48,6 +48,49 @@ def _seed_list(runs: list[dict]) -> str:
     return ",".join(str(s) for s in sorted({r["seed"] for r in runs}))
 
 
+# Set per protocol (bench.protocol_config) or per run, so never a drift from the defaults.
+_NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_drift(config: dict | None, swept: str | None = None) -> tuple[str, ...]:
+    """The shipped defaults a run was not measured with (its swept parameter aside): a
+    parameter added since, or one whose default changed since."""
+    from meca_cli.config import SanitizeConfig
+
+    if not config:
+        return ()
+    then, now = _flat(config), _flat(SanitizeConfig().to_dict())
+    keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")]
+    added = [k for k in keys if k not in then]
+    changed = [f"{k}={then[k]} (now {now[k]})" for k in keys if k in then and then[k] != now[k]]
+    return tuple(([f"before {', '.join(added)} existed"] if added else []) + changed)
+
+
+def drift_notes(runs: list[dict], swept: str | None = None) -> list[str]:
+    """One line per set of runs measured with older defaults, naming what differed."""
+    groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+    for run in runs:
+        drift = config_drift(run.get("config"), swept)
+        if drift:
+            groups[drift].append(run)
+    lines = []
+    for drift, rs in groups.items():
+        names = ", ".join(dict.fromkeys(f"{r['attack']} seed {r['seed']}"
+                                         + (f" ({r['param']}={r['value']})" if "param" in r else "") for r in rs))
+        lines.append(f"Not at the current defaults: {names}; measured {'; '.join(drift)}.")
+    return lines + [""] if lines else []
+
+
 def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     """One row per attack (and per poison rate, with `by_rate`), seeds averaged."""
     rows = ["| attack | " + ("rate | " if by_rate else "") + "seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
@@ -156,7 +199,7 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
         attacks = sorted({r["attack"] for r in rs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
         out.append(f"Reproduce {100 * rate:g} %: `meca bench --protocol {base}{extra} --rate {rate:g} "
                    f"--attacks {','.join(attacks)} --seeds {_seed_list(rs)}`")
-    return out + [""] + headline_table(runs, by_rate=True) + [""]
+    return out + [""] + headline_table(runs, by_rate=True) + [""] + drift_notes(runs)
 
 
 def rounds_section(runs: list[dict]) -> list[str]:
@@ -222,7 +265,7 @@ def ablation_section(table: dict) -> list[str]:
                                          _cell(g("detection", "recall")), _cell(g("detection", "fpr"))])
                              + f" {verdicts}" if got else "–")
             out.append("| " + " | ".join(cells) + " |")
-        out += [""]
+        out += [""] + drift_notes([r for r in runs if r["param"] == param], swept=param)
     return out
 
 
@@ -336,7 +379,7 @@ def render_all(result_files: list[Path]) -> str:
                     f"{','.join(map(str, again_seeds))}{extra} --from {start}` (each result records the configuration "
                     "of the earlier steps).", ""]
         out += headline_table(runs)
-        out += [""] + paper_rows() + [""]
+        out += [""] + drift_notes(runs) + paper_rows() + [""]
         if peers_by_protocol.get(name):
             peer_attacks = sorted({r["attack"] for r in peers_by_protocol[name]},
                                   key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)

@@ -65,3 +65,19 @@ def test_round_by_round_table_lists_runs_that_kept_their_rounds():
     assert not any("badnet" in line for line in lines)  # a run from before the rounds were kept
     assert not any(line.startswith("| p | clean |") for line in lines)  # no poison to rank
     assert rounds_section([older]) == []
+
+
+def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
+    from meca_cli.benchreport import config_drift, drift_notes
+    from meca_cli.config import SanitizeConfig
+
+    now = SanitizeConfig().with_seed(3).to_dict()
+    assert config_drift(now) == ()
+    old = {**now, "train": {**now["train"], "epochs": 5},  # set by the protocol: no drift
+           "enhance": {**now["enhance"], "rounds": 99},
+           "relabel": {k: v for k, v in now["relabel"].items() if k != "drop_held"}}
+    drift = config_drift(old)
+    assert drift == ("before relabel.drop_held existed", f"enhance.rounds=99 (now {now['enhance']['rounds']})")
+    assert config_drift(old, swept="enhance.rounds") == ("before relabel.drop_held existed",)
+    notes = drift_notes([{"attack": "blend", "seed": 0, "config": old}, {"attack": "sig", "seed": 1, "config": now}])
+    assert len(notes) == 2 and notes[0].startswith("Not at the current defaults: blend seed 0;") and "sig" not in notes[0]
