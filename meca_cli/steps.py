@@ -491,6 +491,8 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
     dataset = open_data(data, common)
     check_same_folder(dataset, suspected)
     drop = cfg.drop_held and enhanced_model is not None
+    if cfg.drop_held and enhanced_model is None:
+        info("relabel: no --enhanced-model given, so no suspect is left out (--drop-held needs it)")
     step = Step("relabel", Path(out), {"data": dataset.scan.fingerprint, "model": file_input(clean_model),
                                        "suspected": file_input(suspected),
                                        "enhanced_model": file_input(enhanced_model if drop else None)},

@@ -255,7 +255,8 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
                                 "-o", str(tmp_path / out), "--finetune-epochs", "1", "--format", "json", *common, *extra])
         assert r.exit_code == 0, r.stderr
         rows = list(csv.DictReader(open(tmp_path / out / "relabeled.csv")))
-        return json.loads(r.stdout)["summary"], {int(x["index"]): (int(x["old_label"]), int(x["new_label"])) for x in rows}
+        table = {int(x["index"]): (int(x["old_label"]), int(x["new_label"])) for x in rows}
+        return json.loads(r.stdout)["summary"] | {"stderr": r.stderr}, table
 
     _, plain = relabel("plain", "--no-drop-held")
     keeping = {i for i in range(0, 24, 2) if plain[i][0] == plain[i][1]}
@@ -266,5 +267,5 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
     assert summary["dropped"] == len(keeping) and summary["finetune"]["samples"] == 24 - len(keeping)
     summary, _ = relabel("none", "--enhanced-model", model, "--held-confidence", "1")
     assert summary["finetune"]["samples"] == 24 - summary["dropped"]
-    _, without = relabel("no-model")  # no enhanced model: nothing is left out
-    assert without == plain
+    summary, without = relabel("no-model")  # no enhanced model: nothing is left out, and it says so
+    assert without == plain and "no --enhanced-model given" in summary["stderr"]
