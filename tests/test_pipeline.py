@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,13 +260,26 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
         return json.loads(r.stdout)["summary"] | {"stderr": r.stderr}, table
 
     _, plain = relabel("plain", "--no-drop-held")
-    keeping = {i for i in range(0, 24, 2) if plain[i][0] == plain[i][1]}
-    # The enhanced model here is the same model; at a ceiling of 0 it "holds" every suspect
-    # that keeps its label, and only those are left out.
-    summary, dropped = relabel("all", "--enhanced-model", model, "--held-confidence", "0")
-    assert {i for i, (_, new) in dropped.items() if new == -1} == keeping
-    assert summary["dropped"] == len(keeping) and summary["finetune"]["samples"] == 24 - len(keeping)
-    summary, _ = relabel("none", "--enhanced-model", model, "--held-confidence", "1")
-    assert summary["finetune"]["samples"] == 24 - summary["dropped"]
+    # The enhanced model here is the same model. At a ceiling of 0 it "holds" every suspect
+    # that keeps its label: no contrast within any class, so nothing is left out.
+    summary, _ = relabel("all", "--enhanced-model", model, "--held-confidence", "0")
+    assert summary["dropped"] == 0 and summary["finetune"]["samples"] == 24
+    # At the median confidence of those suspects, the held ones (core.relabel) are left out.
+    from meca_cli import steps
+    from meca_cli.core.relabel import held_suspects
+    from meca_cli.core.train import predict_logits
+    from meca_cli.store.checkpoint import load_model
+
+    dataset = steps.open_data(data, steps.Common("cpu", 16, None, False, False))
+    conf = predict_logits(load_model(Path(model))[0], dataset.images, torch.device("cpu")).softmax(1)
+    conf = conf.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
+    suspects = torch.arange(0, 24, 2)
+    keeping = [i for i in suspects.tolist() if plain[i][0] == plain[i][1]]
+    ceiling = float(conf[keeping].median())
+    new = torch.tensor([plain[i][1] for i in range(24)])
+    expected = held_suspects(new, dataset.labels, suspects, conf[suspects], ceiling).nonzero().squeeze(1).tolist()
+    summary, dropped = relabel("some", "--enhanced-model", model, "--held-confidence", str(ceiling))
+    assert expected and sorted(i for i, (_, n) in dropped.items() if n == -1) == expected
+    assert summary["dropped"] == len(expected) and summary["finetune"]["samples"] == 24 - len(expected)
     summary, without = relabel("no-model")  # no enhanced model: nothing is left out, and it says so
     assert without == plain and "no --enhanced-model given" in summary["stderr"]

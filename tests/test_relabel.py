@@ -64,10 +64,20 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
 
 
 def test_held_suspects_are_those_keeping_their_label_at_near_certainty():
-    labels = torch.tensor([0, 1, 1, 2, 2])
-    new = torch.tensor([0, 1, 0, 2, 2])  # sample 2 is relabelled; 1, 3, 4 keep their label
-    suspected = torch.tensor([1, 2, 3, 4])
-    conf = torch.tensor([0.9995, 1.0, 0.5, 0.9999])  # enhanced model, in suspected order
+    labels = torch.tensor([0, 1, 1, 2, 2, 1])
+    new = torch.tensor([0, 1, 0, 2, 2, 1])  # sample 2 is relabelled; 1, 3, 4, 5 keep their label
+    suspected = torch.tensor([1, 2, 3, 4, 5])
+    conf = torch.tensor([0.9995, 1.0, 0.5, 0.9999, 0.2])  # enhanced model, in suspected order
     held = held_suspects(new, labels, suspected, conf, 0.999)
-    assert held.nonzero().squeeze(1).tolist() == [1, 4]  # 2 changes label; 3 is not held; 0 is no suspect
+    assert held.nonzero().squeeze(1).tolist() == [1, 4]  # 2 changes label; 3, 5 are not held; 0 is no suspect
     assert not held_suspects(new, labels, suspected, conf, 1.01).any()
+
+
+def test_no_suspect_is_held_in_a_class_held_almost_whole():
+    # Class 1's ten label-keeping suspects: all held (a collapse, no contrast) -> none left
+    # out. Class 2's ten: three held -> those three are left out.
+    labels = torch.tensor([1] * 10 + [2] * 10)
+    suspected = torch.arange(20)
+    conf = torch.tensor([1.0] * 10 + [1.0] * 3 + [0.5] * 7)
+    held = held_suspects(labels.clone(), labels, suspected, conf, 0.999)
+    assert held.nonzero().squeeze(1).tolist() == [10, 11, 12]

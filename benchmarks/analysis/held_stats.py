@@ -12,6 +12,8 @@ enhanced_conf). The rule should take the poison and leave the clean images.
 import sys
 from pathlib import Path
 
+from meca_cli.config import RelabelConfig
+from meca_cli.core.relabel import MAX_HELD_SHARE
 from verdict_stats import rows  # this folder: run as a script
 
 THRESHOLDS = (0.99, 0.995, 0.999, 0.9999)
@@ -21,13 +23,22 @@ def analyse(folder: Path) -> None:
     split = rows(folder / "run/split/split.csv")
     relabeled = rows(folder / "run/relabel/relabeled.csv")
     truth = rows(folder / "data/train/ground_truth.csv")
-    keeping = [(float(s["enhanced_conf"]), t["role"] == "poison")
+    keeping = [(float(s["enhanced_conf"]), t["role"] == "poison", s["label"])
                for s, r, t in zip(split, relabeled, truth, strict=True)
                if s["verdict"] == "suspected" and r["new_label"] in (r["old_label"], "-1")]
-    poison = sum(p for _, p in keeping)
-    cells = [f"{th:g}: poison {sum(p and c >= th for c, p in keeping)}/{poison}, "
-             f"clean {sum(not p and c >= th for c, p in keeping)}/{len(keeping) - poison}" for th in THRESHOLDS]
+    poison = sum(p for _, p, _ in keeping)
+    cells = [f"{th:g}: poison {sum(p and c >= th for c, p, _ in keeping)}/{poison}, "
+             f"clean {sum(not p and c >= th for c, p, _ in keeping)}/{len(keeping) - poison}" for th in THRESHOLDS]
     print(f"{folder.name}: suspects keeping their label held at " + " | ".join(cells))
+    # Per class at the shipped threshold: above MAX_HELD_SHARE the class is left whole.
+    shares = {}
+    for label in sorted({c for _, _, c in keeping}, key=int):
+        mine = [conf for conf, _, c in keeping if c == label]
+        shares[label] = sum(conf >= RelabelConfig.held_confidence for conf in mine) / len(mine)
+    top = max(shares, key=shares.get, default=None)
+    if top is not None:
+        print(f"  most held class {top}: {shares[top]:.0%} of its label-keeping suspects"
+              f"{' (left whole: above MAX_HELD_SHARE)' if shares[top] > MAX_HELD_SHARE else ''}")
 
 
 if __name__ == "__main__":
