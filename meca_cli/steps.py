@@ -202,6 +202,7 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
           name: str = "train") -> StepResult:
     """Train a model on the folder (optionally a subset, relabelled, or from a checkpoint)."""
     from meca_cli.core.models import ARCHS
+    from meca_cli.core.relabel import DROPPED
 
     if arch not in ARCHS:
         raise ConfigError(f"unknown architecture {arch!r}", hint=f"choose one of {', '.join(ARCHS)}")
@@ -218,11 +219,11 @@ def train(data: Path, out: Path, common: Common, cfg: TrainConfig, arch: str = "
     def work():
         label_vec = read_label_table(labels, len(dataset), len(dataset.classes)) if labels is not None else dataset.labels
         idx = torch.tensor(index_list) if index_list is not None else None
-        if bool((label_vec < 0).any()):  # samples relabel left out (core.relabel.DROPPED)
+        if bool((label_vec == DROPPED).any()):  # samples relabel left out
             pool = idx if idx is not None else torch.arange(len(dataset))
-            idx = pool[label_vec[pool] >= 0]
+            idx = pool[label_vec[pool] != DROPPED]
             if not len(idx):
-                raise ArtifactError(f"{labels}: every sample to train on is marked left out (new_label -1)",
+                raise ArtifactError(f"{labels}: every sample to train on is marked left out (new_label {DROPPED})",
                                     hint="train on the folder's own labels, or re-run 'meca relabel'")
         summary = _fit_and_save(dataset, Path(out), arch, cfg, device, label_vec, idx, init, step.fingerprint, name)
         return ["model.safetensors"], summary
