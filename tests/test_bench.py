@@ -4,6 +4,7 @@ the BENCHMARKS.md rendered from their JSON."""
 import json
 
 from meca_cli.cli import app
+from meca_cli.config import EnhanceConfig
 from meca_cli.defences import DEFENCES
 from tests.conftest import make_image_folder
 
@@ -89,22 +90,23 @@ def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, 
     make_image_folder(cifar / "train", classes=3, per_class=12, size=32)
     make_image_folder(cifar / "test", classes=3, per_class=3, size=32, seed=1)
     monkeypatch.chdir(tmp_path)
+    default = EnhanceConfig().rounds
     args = ["bench", "--protocol", "cifar10-small", "--per-class", "10", "--epochs", "2", "--min-steps", "0",
             "--attacks", "badnet", "--seeds", "0", "--data", str(cifar), "--work", str(tmp_path / "work"),
-            "--ablate", "enhance.rounds=2,6", "--ablate", "split.rule=agreement,confidence"]
+            "--ablate", f"enhance.rounds=2,{default}", "--ablate", "split.rule=agreement,confidence"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.stderr
     results = tmp_path / "benchmarks/results/cifar10-small[epochs=2,per_class=10,min_steps=0]-ablation.json"
     table = json.loads(results.read_text())
     assert table["protocol"] == "cifar10-small[epochs=2,per_class=10,min_steps=0]"
     rows = {(row["param"], row["value"]): row for row in table["runs"]}
-    assert set(rows) == {("enhance.rounds", 2), ("enhance.rounds", 6), ("split.rule", "agreement"),
+    assert set(rows) == {("enhance.rounds", 2), ("enhance.rounds", default), ("split.rule", "agreement"),
                          ("split.rule", "confidence")}
-    assert [k for k, row in rows.items() if row["default"]] == [("enhance.rounds", 6), ("split.rule", "agreement")]
+    assert [k for k, row in rows.items() if row["default"]] == [("enhance.rounds", default), ("split.rule", "agreement")]
     assert rows[("enhance.rounds", 2)]["config"]["enhance"]["rounds"] == 2
     assert rows[("split.rule", "confidence")]["config"]["split"]["rule"] == "confidence"
     # The two default rows are one configuration: measured once, the same figures.
-    a, b = rows[("enhance.rounds", 6)], rows[("split.rule", "agreement")]
+    a, b = rows[("enhance.rounds", default)], rows[("split.rule", "agreement")]
     assert a["config_fingerprint"] == b["config_fingerprint"] and a["detection"] == b["detection"]
     assert a["config_fingerprint"] != rows[("enhance.rounds", 2)]["config_fingerprint"]
     # Resumable: nothing new to measure.
@@ -115,7 +117,7 @@ def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, 
     assert runner.invoke(app, ["bench", "--markdown", str(md)]).exit_code == 0
     text = md.read_text()
     assert "## Ablation (cifar10-small[epochs=2,per_class=10,min_steps=0])" in text
-    assert "--ablate enhance.rounds=2,6" in text and "| 6 * |" in text
+    assert f"--ablate enhance.rounds=2,{default}" in text and f"| {default} * |" in text
 
 
 def test_ablation_refuses_an_unknown_parameter(runner, tmp_path):
