@@ -26,6 +26,8 @@ class TrainConfig(_Params):
     # CIFAR-10 images, 20 epochs (320 steps) left the poisoned model without the backdoor.
     min_steps: int = 600
     batch_size: int = 128
+    # Each epoch in equal batches of at most batch_size (False: full batches and the rest).
+    even_batches: bool = True
     lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum)
     momentum: float = 0.9
     weight_decay: float = 5e-4

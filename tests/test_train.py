@@ -132,3 +132,27 @@ def test_compile_is_opt_in_and_checkpoints_keep_their_keys(monkeypatch, tmp_path
     assert set(load_tensors(tmp_path / "m.safetensors")[0]) == keys  # ... and the checkpoint does not
     images = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
     assert stage(images, cpu) is images  # on the CPU the data stays where it is
+
+
+class _BatchSizes(torch.nn.Module):
+    """A linear model that records the size of every training batch it sees."""
+
+    def __init__(self, size=16, classes=3):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, classes))
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        if self.training:
+            self.sizes.append(len(x))
+        return self.net(x)
+
+
+def test_epochs_split_into_even_batches_with_no_straggler():
+    # 49 images at batch size 16 would end each epoch on a batch of one.
+    images, labels = _data(n=49)
+    for even, expected in ((True, [13, 12, 12, 12]), (False, [16, 16, 16, 1])):
+        model = _BatchSizes()
+        cfg = TrainConfig(epochs=2, min_steps=0, batch_size=16, even_batches=even, augment=False)
+        fit(model, images, labels, cfg, torch.device("cpu"))
+        assert model.sizes == expected * 2

@@ -153,8 +153,10 @@ def fit(
             order = pool[torch.randperm(len(pool), generator=gen)][rank * per_rank:(rank + 1) * per_rank]
             train_model.train()
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
-            for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            # Even batches: a short last batch (1,153 images at 128 leave one) takes a full-lr
+            # step on one sample's gradient and batch statistics, and can throw the run off.
+            batches = order.tensor_split(steps_per_epoch) if cfg.even_batches else order.split(cfg.batch_size)
+            for b, idx in enumerate(batches):
                 if len(idx) == 0:
                     break
                 for group in opt.param_groups:
