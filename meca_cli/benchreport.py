@@ -48,6 +48,8 @@ def _seed_list(runs: list[dict]) -> str:
     return ",".join(str(s) for s in sorted({r["seed"] for r in runs}))
 
 
+STALE = "†"  # marks a row measured with older defaults
+
 # Set per protocol (bench.protocol_config) or per run, so never a drift from the defaults.
 _NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps")
 
@@ -87,24 +89,27 @@ def drift_notes(runs: list[dict], swept: str | None = None) -> list[str]:
     for drift, rs in groups.items():
         names = ", ".join(dict.fromkeys(f"{r['attack']} seed {r['seed']}"
                                          + (f" ({r['param']}={r['value']})" if "param" in r else "") for r in rs))
-        lines.append(f"Not at the current defaults: {names}; measured {'; '.join(drift)}.")
+        lines.append(f"{STALE} Not at the current defaults: {names}; measured {'; '.join(drift)}.")
     return lines + [""] if lines else []
 
 
 def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
-    """One row per attack (and per poison rate, with `by_rate`), seeds averaged."""
+    """One row per attack (and per poison rate, with `by_rate`) and configuration, seeds
+    averaged: seeds measured with different defaults are never averaged together, and
+    a row not at the current defaults is marked (drift_notes says how it differs)."""
     rows = ["| attack | " + ("rate | " if by_rate else "") + "seeds | no-defence ACC | no-defence ASR | MeCa step-6 ACC | MeCa step-6 ASR | "
             "MeCa final ACC | MeCa final ASR | MeCa final target ACC | recall | FPR | AUROC | verdict | sanitize min |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if by_rate else "")]
-    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, float, tuple[str, ...]], list[dict]] = defaultdict(list)
     for run in runs:
-        groups[(run["attack"], run.get("rate", 0.0) if by_rate else 0.0)].append(run)
-    for attack, rate in sorted(groups, key=lambda k: (ALL_RUNS.index(k[0]) if k[0] in ALL_RUNS else 99, k[1])):
-        rs = groups[(attack, rate)]
+        groups[(run["attack"], run.get("rate", 0.0) if by_rate else 0.0, config_drift(run.get("config")))].append(run)
+    order = lambda k: (ALL_RUNS.index(k[0]) if k[0] in ALL_RUNS else 99, k[1], bool(k[2]), k[2])  # noqa: E731
+    for attack, rate, drift in sorted(groups, key=order):
+        rs = groups[(attack, rate, drift)]
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + (f" {STALE}" if drift else ""),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
@@ -238,16 +243,25 @@ def _protocol_flags(name: str) -> tuple[str, str]:
 
 def ablation_section(table: dict) -> list[str]:
     """One table per swept parameter: each value's MeCa figures per attack (default marked *)."""
+    from meca_cli.ablation import default_value
+    from meca_cli.config import SanitizeConfig
+    from meca_cli.errors import ConfigError
+
     runs = table["runs"]
     name = table["protocol"]
     attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
     seeds = sorted({r["seed"] for r in runs})
     base, extra = _protocol_flags(name)
     out = [f"## Ablation ({name})", "",
-           "One parameter varied at a time, every other at the shipped default (marked *). Cells: MeCa final "
+           "One parameter varied at a time, every other at the default of the time (the current default is "
+           "marked *; runs measured before a default changed are named under the table). Cells: MeCa final "
            "ACC / final ASR / final target ACC / poison recall / FPR, in %, and the verdict.", ""]
     for param in dict.fromkeys(r["param"] for r in runs):
         values = list(dict.fromkeys(r["value"] for r in runs if r["param"] == param))
+        try:  # today's default, which may postdate the runs
+            current = default_value(SanitizeConfig(), param)
+        except ConfigError:  # a parameter since removed
+            current = None
         sweep = ",".join(str(v) for v in values)
         out += [f"**{param}** — reproduce: `meca bench --protocol {base}{extra} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))} --ablate {param}={sweep}`", "",
@@ -255,7 +269,7 @@ def ablation_section(table: dict) -> list[str]:
         for value in values:
             rs = [r for r in runs if r["param"] == param and r["value"] == value]
             label = f"{value:.3g}" if isinstance(value, float) else str(value)
-            cells = [label + (" *" if any(r.get("default") for r in rs) else "")]
+            cells = [label + (" *" if value == current else "")]
             for attack in attacks:
                 got = [r for r in rs if r["attack"] == attack]
                 g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731

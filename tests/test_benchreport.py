@@ -80,4 +80,27 @@ def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
     assert drift == ("before relabel.drop_held existed", f"enhance.rounds=99 (now {now['enhance']['rounds']})")
     assert config_drift(old, swept="enhance.rounds") == ("before relabel.drop_held existed",)
     notes = drift_notes([{"attack": "blend", "seed": 0, "config": old}, {"attack": "sig", "seed": 1, "config": now}])
-    assert len(notes) == 2 and notes[0].startswith("Not at the current defaults: blend seed 0;") and "sig" not in notes[0]
+    assert len(notes) == 2 and notes[0].startswith("† Not at the current defaults: blend seed 0;") and "sig" not in notes[0]
+
+
+def test_headline_never_averages_seeds_measured_with_different_defaults():
+    from meca_cli.benchreport import headline_table
+    from meca_cli.config import SanitizeConfig
+
+    now = SanitizeConfig().to_dict()
+    old = {**now, "enhance": {**now["enhance"], "rounds": 99}}
+    runs = [_run("badnet", 0, 0.8, 0.9), _run("badnet", 1, 0.6, 0.5), _run("badnet", 2, 0.7, 0.7)]
+    runs[0]["config"], runs[1]["config"], runs[2]["config"] = old, now, now
+    rows = headline_table(runs)[2:]
+    assert [r.split("|")[2].strip() for r in rows] == ["1,2", "0 †"]  # current defaults first
+
+
+def test_ablation_stars_todays_default_not_the_one_of_the_run():
+    from meca_cli.benchreport import ablation_section
+    from meca_cli.config import EnhanceConfig
+
+    now, old = EnhanceConfig().rounds, EnhanceConfig().rounds - 2
+    runs = [{**_run("badnet", 0, 0.8, 0.9), "param": "enhance.rounds", "value": v, "default": v == old}
+            for v in (old, now)]
+    rows = [line for line in ablation_section({"protocol": "p", "runs": runs}) if line.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [str(old), f"{now} *"]
