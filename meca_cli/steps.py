@@ -508,9 +508,8 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         held = torch.zeros(len(dataset), dtype=torch.bool)
         if drop and len(sus):
             enhanced, _ = load_checkpoint(enhanced_model, dataset, device)
-            probs = predict_logits(enhanced, dataset.images, device, indices=sus).softmax(1)
-            held = held_suspects(new, dataset.labels, sus, probs.gather(1, dataset.labels[sus].view(-1, 1)).squeeze(1),
-                                 cfg.held_confidence)
+            probs = predict_logits(enhanced, dataset.images, device).softmax(1)
+            held = held_suspects(new, dataset.labels, sus, probs, cfg.held_confidence)
             new[held] = DROPPED
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))

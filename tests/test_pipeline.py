@@ -260,8 +260,8 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
         return json.loads(r.stdout)["summary"] | {"stderr": r.stderr}, table
 
     _, plain = relabel("plain", "--no-drop-held")
-    # The enhanced model here is the same model. At a ceiling of 0 it "holds" every suspect
-    # that keeps its label: no contrast within any class, so nothing is left out.
+    # The enhanced model here is the same model. At a ceiling of 0 it "holds" every image as
+    # every class, the other classes' images too: a collapse, so nothing is left out.
     summary, _ = relabel("all", "--enhanced-model", model, "--held-confidence", "0")
     assert summary["dropped"] == 0 and summary["finetune"]["samples"] == 24
     # At the median confidence of those suspects, the held ones (core.relabel) are left out.
@@ -271,13 +271,13 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
     from meca_cli.store.checkpoint import load_model
 
     dataset = steps.open_data(data, steps.Common("cpu", 16, None, False, False))
-    conf = predict_logits(load_model(Path(model))[0], dataset.images, torch.device("cpu")).softmax(1)
-    conf = conf.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
+    probs = predict_logits(load_model(Path(model))[0], dataset.images, torch.device("cpu")).softmax(1)
+    conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
     suspects = torch.arange(0, 24, 2)
     keeping = [i for i in suspects.tolist() if plain[i][0] == plain[i][1]]
     ceiling = float(conf[keeping].median())
     new = torch.tensor([plain[i][1] for i in range(24)])
-    expected = held_suspects(new, dataset.labels, suspects, conf[suspects], ceiling).nonzero().squeeze(1).tolist()
+    expected = held_suspects(new, dataset.labels, suspects, probs, ceiling).nonzero().squeeze(1).tolist()
     summary, dropped = relabel("some", "--enhanced-model", model, "--held-confidence", str(ceiling))
     assert expected and sorted(i for i, (_, n) in dropped.items() if n == -1) == expected
     assert summary["dropped"] == len(expected) and summary["finetune"]["samples"] == 24 - len(expected)

@@ -63,21 +63,34 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
     assert new.tolist() == [0, 0, 1, 1, 2, 2, 0]  # the poison still gets the clean model's label
 
 
+def _probs(labels: torch.Tensor, conf: torch.Tensor, classes: int = 3) -> torch.Tensor:
+    """Class probabilities giving each sample its label at `conf`, the rest spread evenly."""
+    probs = ((1 - conf) / (classes - 1)).view(-1, 1).repeat(1, classes)
+    probs[torch.arange(len(labels)), labels] = conf
+    return probs
+
+
 def test_held_suspects_are_those_keeping_their_label_at_near_certainty():
     labels = torch.tensor([0, 1, 1, 2, 2, 1])
     new = torch.tensor([0, 1, 0, 2, 2, 1])  # sample 2 is relabelled; 1, 3, 4, 5 keep their label
     suspected = torch.tensor([1, 2, 3, 4, 5])
-    conf = torch.tensor([0.9995, 1.0, 0.5, 0.9999, 0.2])  # enhanced model, in suspected order
-    held = held_suspects(new, labels, suspected, conf, 0.999)
+    probs = _probs(labels, torch.tensor([0.9, 0.9995, 1.0, 0.5, 0.9999, 0.2]))  # the enhanced model
+    held = held_suspects(new, labels, suspected, probs, 0.999)
     assert held.nonzero().squeeze(1).tolist() == [1, 4]  # 2 changes label; 3, 5 are not held; 0 is no suspect
-    assert not held_suspects(new, labels, suspected, conf, 1.01).any()
+    assert not held_suspects(new, labels, suspected, probs, 1.01).any()
 
 
-def test_no_suspect_is_held_in_a_class_held_almost_whole():
-    # Class 1's ten label-keeping suspects: all held (a collapse, no contrast) -> none left
-    # out. Class 2's ten: three held -> those three are left out.
-    labels = torch.tensor([1] * 10 + [2] * 10)
-    suspected = torch.arange(20)
-    conf = torch.tensor([1.0] * 10 + [1.0] * 3 + [0.5] * 7)
-    held = held_suspects(labels.clone(), labels, suspected, conf, 0.999)
-    assert held.nonzero().squeeze(1).tolist() == [10, 11, 12]
+def test_a_class_the_enhanced_model_collapsed_onto_keeps_its_held_suspects():
+    # Classes 1 and 2: ten label-keeping suspects each. The enhanced model holds all of
+    # class 1's and three of class 2's, but it also gives class 1 at near-certainty to two of
+    # the twenty images labelled otherwise (a collapse onto class 1, not a trigger): class
+    # 1's are kept, class 2's three are left out. A class held whole with nothing foreign
+    # held (class 2 with all ten held: clean-label poison, say) is left out whole.
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 10)
+    suspected = torch.arange(10, 30)
+    probs = _probs(labels, torch.tensor([0.6] * 10 + [1.0] * 10 + [1.0] * 3 + [0.5] * 7))
+    probs[:2] = torch.tensor([0.0, 1.0, 0.0])
+    held = held_suspects(labels.clone(), labels, suspected, probs, 0.999)
+    assert held.nonzero().squeeze(1).tolist() == [20, 21, 22]
+    probs[20:] = torch.tensor([0.0, 0.0, 1.0])
+    assert held_suspects(labels.clone(), labels, suspected, probs, 0.999).nonzero().squeeze(1).tolist() == list(range(20, 30))

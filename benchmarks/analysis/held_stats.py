@@ -6,14 +6,13 @@ For each run folder (data/train with ground_truth.csv, run/ from meca sanitize):
 suspects that keep their given label at step 7 (a new label equal to the given one, or -1
 where the run already left them out), split into poison and clean, and how many of each
 the enhanced model still gives their label at least each threshold (split.csv's
-enhanced_conf). The rule should take the poison and leave the clean images.
+enhanced_conf). The rule should take the poison and leave the clean images. Whether a class
+is spared as a collapse: held_collapse.py.
 """
 
 import sys
 from pathlib import Path
 
-from meca_cli.config import RelabelConfig
-from meca_cli.core.relabel import MAX_HELD_SHARE
 from verdict_stats import rows  # this folder: run as a script
 
 THRESHOLDS = (0.99, 0.995, 0.999, 0.9999)
@@ -30,15 +29,6 @@ def analyse(folder: Path) -> None:
     cells = [f"{th:g}: poison {sum(p and c >= th for c, p, _ in keeping)}/{poison}, "
              f"clean {sum(not p and c >= th for c, p, _ in keeping)}/{len(keeping) - poison}" for th in THRESHOLDS]
     print(f"{folder.name}: suspects keeping their label held at " + " | ".join(cells))
-    # Per class at the shipped threshold: above MAX_HELD_SHARE the class is left whole.
-    shares = {}
-    for label in sorted({c for _, _, c in keeping}, key=int):
-        mine = [conf for conf, _, c in keeping if c == label]
-        shares[label] = sum(conf >= RelabelConfig.held_confidence for conf in mine) / len(mine)
-    top = max(shares, key=shares.get, default=None)
-    if top is not None:
-        print(f"  most held class {top}: {shares[top]:.0%} of its label-keeping suspects"
-              f"{' (left whole: above MAX_HELD_SHARE)' if shares[top] > MAX_HELD_SHARE else ''}")
 
 
 if __name__ == "__main__":
