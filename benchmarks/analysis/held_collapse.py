@@ -6,7 +6,8 @@ Usage: python benchmarks/analysis/held_collapse.py WORK/<run> [...]
 For each run folder (data/train with ground_truth.csv, run/ from meca sanitize): per class
 with held suspects (keeping their label at step 7, enhanced p(label) >= the shipped
 held confidence), the held count (poison / clean), and the share of the images labelled
-with *another* class that the enhanced model also gives this class at that confidence.
+with *another* class that the enhanced model also gives this class at that confidence
+(core.relabel.held_suspects spares the class above MAX_FOREIGN_HELD).
 A trigger is held only where it is; a collapse holds the other classes' images too.
 """
 
@@ -40,11 +41,10 @@ def analyse(folder: Path) -> None:
         mine = held & (labels == c)
         if not mine.any():
             continue
-        others = (labels != c) & ~poison
-        share = float((probs[others, c] >= th).float().mean())
+        share = float((probs[labels != c, c] >= th).float().mean())  # the statistic of core.relabel
         print(f"  class {c}: held {int(mine.sum())} of {int((keeping & (labels == c)).sum())} label-keeping "
               f"(poison {int((mine & poison).sum())}, clean {int((mine & ~poison).sum())}); "
-              f"clean images of other classes held as {c}: {share:.2%}")
+              f"images labelled otherwise held as {c}: {share:.2%}")
 
 
 if __name__ == "__main__":
