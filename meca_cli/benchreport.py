@@ -93,6 +93,13 @@ def drift_notes(runs: list[dict], swept: str | None = None) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _stale_mark(drift: tuple[str, ...]) -> str:
+    """The † of a row at older defaults, with the changed values (a parameter added since
+    is named in the note under the table only)."""
+    changed = [d.split(" (now")[0] for d in drift if " (now " in d]
+    return f" {STALE}" + "".join(f" {c}" for c in changed) if drift else ""
+
+
 def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     """One row per attack (and per poison rate, with `by_rate`) and configuration, seeds
     averaged: seeds measured with different defaults are never averaged together, and
@@ -109,7 +116,7 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + (f" {STALE}" if drift else ""),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + _stale_mark(drift),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),

@@ -92,7 +92,7 @@ def test_headline_never_averages_seeds_measured_with_different_defaults():
     runs = [_run("badnet", 0, 0.8, 0.9), _run("badnet", 1, 0.6, 0.5), _run("badnet", 2, 0.7, 0.7)]
     runs[0]["config"], runs[1]["config"], runs[2]["config"] = old, now, now
     rows = headline_table(runs)[2:]
-    assert [r.split("|")[2].strip() for r in rows] == ["1,2", "0 †"]  # current defaults first
+    assert [r.split("|")[2].strip() for r in rows] == ["1,2", "0 † enhance.rounds=99"]  # current defaults first
 
 
 def test_ablation_stars_todays_default_not_the_one_of_the_run():
