@@ -64,18 +64,24 @@ def _flat(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_drift(config: dict | None, swept: str | None = None) -> tuple[str, ...]:
-    """The shipped defaults a run was not measured with (its swept parameter aside): a
-    parameter added since, or one whose default changed since."""
+def _changed_defaults(config: dict | None, swept: str | None = None) -> tuple[list[str], list[tuple]]:
+    """The parameters added since a run (names) and those whose default changed since
+    (name, value then, value now), its swept parameter aside."""
     from meca_cli.config import SanitizeConfig
 
     if not config:
-        return ()
+        return [], []
     then, now = _flat(config), _flat(SanitizeConfig().to_dict())
     keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")]
-    added = [k for k in keys if k not in then]
-    changed = [f"{k}={then[k]} (now {now[k]})" for k in keys if k in then and then[k] != now[k]]
-    return tuple(([f"before {', '.join(added)} existed"] if added else []) + changed)
+    return ([k for k in keys if k not in then], [(k, then[k], now[k]) for k in keys if k in then and then[k] != now[k]])
+
+
+def config_drift(config: dict | None, swept: str | None = None) -> tuple[str, ...]:
+    """The shipped defaults a run was not measured with (its swept parameter aside): a
+    parameter added since, or one whose default changed since."""
+    added, changed = _changed_defaults(config, swept)
+    return tuple(([f"before {', '.join(added)} existed"] if added else [])
+                 + [f"{k}={was} (now {now})" for k, was, now in changed])
 
 
 def drift_notes(runs: list[dict], swept: str | None = None) -> list[str]:
@@ -93,11 +99,11 @@ def drift_notes(runs: list[dict], swept: str | None = None) -> list[str]:
     return lines + [""] if lines else []
 
 
-def _stale_mark(drift: tuple[str, ...]) -> str:
+def _stale_mark(config: dict | None) -> str:
     """The † of a row at older defaults, with the changed values (a parameter added since
     is named in the note under the table only)."""
-    changed = [d.split(" (now")[0] for d in drift if " (now " in d]
-    return f" {STALE}" + "".join(f" {c}" for c in changed) if drift else ""
+    added, changed = _changed_defaults(config)
+    return f" {STALE}" + "".join(f" {k}={was}" for k, was, _ in changed) if added or changed else ""
 
 
 def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
@@ -116,7 +122,7 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
         verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
-            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + _stale_mark(drift),
+            attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + _stale_mark(rs[0].get("config")),
             _cell(g("no_defence", "accuracy")), _cell(g("no_defence", "asr")),
             _cell(g("meca_clean_model", "accuracy")), _cell(g("meca_clean_model", "asr")),
             _cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
