@@ -299,6 +299,11 @@ def ablation_section(table: dict) -> list[str]:
 PAPER_ATTACKS = ("badnet", "blend", "sig", "wanet", "physicalba")  # the attacks Table II averages over
 
 
+def _same_model(a: dict | None, b: dict) -> bool:
+    """Whether two no-defence results measure the same model (same test figures)."""
+    return a is not None and all(a.get(k) == b.get(k) for k in ("accuracy", "asr"))
+
+
 def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     """Every defence's ACC/ASR beside the no-defence model and MeCa's, per attack, and the
     mean over the attacks the paper's Table II averages, for a like-for-like comparison."""
@@ -309,9 +314,12 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     rows = ["| attack | seeds | " + " | ".join(f"{h} ACC | {h} ASR" for h in head) + " |",
             "|---|---|" + "---|---|" * len(head)]
     peers = {(r["attack"], r["seed"]): r.get("defences", {}) for r in peer_runs}
+    repaired = {(r["attack"], r["seed"]): r["no_defence"] for r in peer_runs if r.get("no_defence")}
     by_attack: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
-        if (run["attack"], run["seed"]) in peers:
+        key = (run["attack"], run["seed"])
+        # A run whose no-defence model was trained again is not the one the peers repaired.
+        if key in peers and (key not in repaired or _same_model(run.get("no_defence"), repaired[key])):
             by_attack[run["attack"]].append(run)
     attacks = sorted(by_attack, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
 
@@ -421,7 +429,9 @@ def render_all(result_files: list[Path]) -> str:
                     f"size ({'/'.join(map(str, reserved)) or '?'} images) drawn from CIFAR-10 training images "
                     "outside the run's subset, never poisoned; MeCa, CLP, ABL and DBR use no clean data. DBR here scores "
                     "transformation consistency on the no-defence model's own representation; the paper's "
-                    "self-supervised backbone is left out (one more full training per run).", "",
+                    "self-supervised backbone is left out (one more full training per run). The no-defence and MeCa "
+                    "columns are those of the benchmark run whose no-defence model the peers repaired (its headline "
+                    "row, with that row's defaults).", "",
                     f"Reproduce: `meca bench --protocol {base} --attacks {','.join(peer_attacks)} "
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]

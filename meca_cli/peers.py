@@ -138,7 +138,8 @@ def run_defences(bench_table: dict, results: Path, protocol: str, root: Path, wo
         key = {"protocol": protocol, "attack": run["attack"], "seed": run["seed"]}
         entry = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
         if entry is None:
-            entry = {**key, "defences": {}}
+            # The no-defence result names the model repaired: a later run may train it again.
+            entry = {**key, "no_defence": run.get("no_defence"), "defences": {}}
             table["runs"].append(entry)
         folder = work / protocol / f"{run['attack']}-s{run['seed']}"
         checkpoint = folder / "no-defence" / "model.safetensors"

@@ -55,6 +55,7 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert r.exit_code == 0, r.stderr
     (peer,) = json.loads(results.with_name("cifar10-small-defences.json").read_text())["runs"]
     assert set(peer["defences"]) == set(DEFENCES)
+    assert peer["no_defence"] == again["no_defence"]  # the model the peers repaired
     for name, got in peer["defences"].items():
         assert 0 <= got["accuracy"] <= 1 and 0 <= got["asr"] <= 1 and got["seconds"] > 0, name
     abl = peer["defences"]["abl"]

@@ -104,3 +104,18 @@ def test_ablation_stars_todays_default_not_the_one_of_the_run():
             for v in (old, now)]
     rows = [line for line in ablation_section({"protocol": "p", "runs": runs}) if line.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in rows] == [str(old), f"{now} *"]
+
+
+def test_peers_sit_beside_the_meca_run_of_the_no_defence_model_they_repaired():
+    # Seed 0 of badnet was run again later (its no-defence model trained again: ACC 0.75);
+    # the peers repaired the first model (ACC 0.8), so only the first run shares their row.
+    first, again = _run("badnet", 0, 0.8, 0.9), _run("badnet", 0, 0.75, 0.9)
+    again["meca_final_model"] = {"accuracy": 0.5, "asr": 0.5}
+    peers = [{"attack": "badnet", "seed": 0, "no_defence": {"accuracy": 0.8, "asr": 0.9},
+              "defences": {"clp": {"accuracy": 0.7, "asr": 0.5, "seconds": 1.0}}}]
+    rows = defences_table([first, again], peers)
+    assert any(row.startswith("| badnet | 0 | 80.0 | 90.0 | 70.0 | 50.0 | 75.0 | 0.0 |") for row in rows)
+    # Without the record (older results), every run of the seed is averaged as before.
+    del peers[0]["no_defence"]
+    rows = defences_table([first, again], peers)
+    assert any(row.startswith("| badnet | 0 | 77.5 ±2.5 | 90.0 ±0.0 |") for row in rows)
