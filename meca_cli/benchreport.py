@@ -241,8 +241,10 @@ def rounds_section(runs: list[dict]) -> list[str]:
         by_round = {x["round"]: x for x in r["detection"]["rounds"]}
         cells = [f"{by_round[t]['auroc']:.3f} / {100 * by_round[t]['poison_unlearned_share']:.1f}" if t in by_round
                  else "–" for t in range(1, rounds + 1)]
-        out.append(f"| {r['protocol']} | {r['attack']} | {r['seed']} | " + " | ".join(cells)
-                   + f" | {_cell([_get(r, 'detection', 'recall')])} |")
+        row = (f"| {r['protocol']} | {r['attack']} | {r['seed']} | " + " | ".join(cells)
+               + f" | {_cell([_get(r, 'detection', 'recall')])} |")
+        if row not in out:  # one run can be in a headline table and an ablation's JSON
+            out.append(row)
     return out + [""]
 
 

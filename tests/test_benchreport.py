@@ -65,6 +65,8 @@ def test_round_by_round_table_lists_runs_that_kept_their_rounds():
     assert not any("badnet" in line for line in lines)  # a run from before the rounds were kept
     assert not any(line.startswith("| p | clean |") for line in lines)  # no poison to rank
     assert rounds_section([older]) == []
+    # The same run read from two results files is listed once.
+    assert sum(line.startswith("| p | blend |") for line in rounds_section([kept, clean, kept])) == 1
 
 
 def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
