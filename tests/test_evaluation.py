@@ -1,5 +1,6 @@
 """Model metrics: accuracy overall, per class and on the target; attack success rate."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -67,7 +68,7 @@ def test_round_metrics_follow_the_poison_through_the_unlearned_sets(tmp_path):
     for folder in ("score", "partition", "enhance/rounds"):
         (run / folder).mkdir(parents=True)
     # Round 1: step 2's score ranks one poison as the least robust sample, and the seed takes it.
-    (run / "score/scores.csv").write_text("index,kl\n0,0.9\n1,0.1\n2,0.5\n3,0.4\n")
+    (run / "score/scores.csv").write_text("index,kl,conf\n0,0.9,0.2\n1,0.1,0.3\n2,0.5,0.8\n3,0.4,0.9\n")
     (run / "partition/clean_seed.idx").write_text("0\n")
     # Round 2: the re-scoring ranks both poisons most robust; the unlearned set is clean.
     (run / "enhance/rounds/round2_scores.csv").write_text("index,kl\n0,0.01\n1,0.02\n2,0.6\n3,0.7\n")
@@ -76,6 +77,8 @@ def test_round_metrics_follow_the_poison_through_the_unlearned_sets(tmp_path):
     assert [(r["round"], r["unlearned"], r["poison_unlearned"], r["poison_unlearned_share"]) for r in got] == \
         [(1, 1, 1, 0.5), (2, 2, 0, 0.0)]
     assert got[0]["auroc"] == pytest.approx(0.5) and got[1]["auroc"] == 1.0
+    # The poisoned model is less confident in the poison's labels than in the clean ones'.
+    assert got[0]["conf_auroc"] == 0.0 and math.isnan(got[1]["conf_auroc"])  # round 2 kept no conf column
     # A run made before the rounds were kept reports its first round only.
     for p in (run / "enhance/rounds").iterdir():
         p.unlink()

@@ -130,12 +130,19 @@ def round_metrics(run: Path, ground_truth: Path) -> list[dict]:
         if not (scores_path.is_file() and clean_path.is_file()):
             continue
         kl = torch.full((len(poison),), float("nan"), dtype=torch.float64)
+        conf = kl.clone()
         for i, lineno, row in _indexed_rows(read_csv(scores_path, ("index", "kl")), scores_path, len(poison),
                                             ground_truth):
             kl[i] = parse_float(row, "kl", scores_path, lineno)
+            if row.get("conf"):
+                conf[i] = parse_float(row, "conf", scores_path, lineno)
         unlearned = torch.zeros(len(poison), dtype=torch.bool)
         unlearned[torch.tensor(read_index_list(clean_path, limit=len(poison)), dtype=torch.int64)] = True
-        out.append({"round": round_no, "auroc": auroc(-kl, poison), "unlearned": int(unlearned.sum()),
+        # Beside the score: how well the same model's confidence in the given label ranks the
+        # poison (high = suspicious). Below 0.5 the poison is not even fitted: nothing robust to find.
+        conf_auroc = auroc(conf, poison) if not torch.isnan(conf).any() else float("nan")
+        out.append({"round": round_no, "auroc": auroc(-kl, poison), "conf_auroc": conf_auroc,
+                    "unlearned": int(unlearned.sum()),
                     "poison_unlearned": int((unlearned & poison).sum()),
                     "poison_unlearned_share": float((unlearned & poison).sum()) / max(1, int(poison.sum()))})
     return out
