@@ -134,6 +134,44 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     return rows
 
 
+def targets_summary(runs: list[dict]) -> list[str]:
+    """How many runs meet each efficacy target, counted per run (seed), not per row. Plain
+    training's accuracy is the clean control's no-defence model of the same seed."""
+    poisoned = [r for r in runs if r["attack"] != "clean"]
+    controls = [r for r in runs if r["attack"] == "clean"]
+    plain = {r["seed"]: _get(r, "no_defence", "accuracy") for r in controls}
+
+    def count(rs: list[dict], test) -> str:
+        known = [r for r in rs if test(r) is not None]
+        return f"{sum(bool(test(r)) for r in known)} of {len(known)}"
+
+    def within(points: float):
+        def test(r: dict) -> bool | None:
+            acc, ref = _get(r, "meca_final_model", "accuracy"), plain.get(r["seed"])
+            return None if acc is None or ref is None else acc >= ref - points / 100
+        return test
+
+    def at_most(path: tuple[str, ...], limit: float):
+        return lambda r: None if _get(r, *path) is None else _get(r, *path) <= limit
+
+    def at_least(path: tuple[str, ...], limit: float):
+        return lambda r: None if _get(r, *path) is None else _get(r, *path) >= limit
+
+    lines = []
+    if poisoned:
+        lines.append("Targets, poisoned runs (one per attack and seed): final ASR ≤ 1 %: "
+                     f"{count(poisoned, at_most(('meca_final_model', 'asr'), 0.01))}; recall ≥ 99 %: "
+                     f"{count(poisoned, at_least(('detection', 'recall'), 0.99))}; FPR ≤ 10 %: "
+                     f"{count(poisoned, at_most(('detection', 'fpr'), 0.10))}; final ACC within 2 points of plain "
+                     f"training (the clean control's no-defence ACC, same seed): {count(poisoned, within(2))}; "
+                     f"verdict \"poisoned\": {count(poisoned, lambda r: _get(r, 'dataset_verdict', 'verdict') == 'poisoned')}.")
+    if controls:
+        lines.append("Targets, clean control: final ACC within 1 point of plain training: "
+                     f"{count(controls, within(1))}; verdict \"clean\": "
+                     f"{count(controls, lambda r: _get(r, 'dataset_verdict', 'verdict') == 'clean')}.")
+    return lines + [""] if lines else []
+
+
 def paper_rows() -> list[str]:
     p = PAPER
     return ["Paper (CIFAR-10, ResNet-18, 50,000 images, averages over its eight attacks): no defence "
@@ -415,8 +453,15 @@ def render_all(result_files: list[Path]) -> str:
                     f"`meca bench --protocol {base} --attacks {','.join(again)} --seeds "
                     f"{','.join(map(str, again_seeds))}{extra} --from {start}` (each result records the configuration "
                     "of the earlier steps).", ""]
-        out += headline_table(runs)
-        out += [""] + drift_notes(runs) + paper_rows() + [""]
+        current = [r for r in runs if not config_drift(r.get("config"))]
+        older = [r for r in runs if config_drift(r.get("config"))]
+        if current:
+            out += ["### At the shipped defaults", ""] + headline_table(current) + [""] + targets_summary(current)
+        if older:
+            out += ["### At earlier defaults", "",
+                    "Kept for comparison; each row names what differed from the shipped defaults.", ""]
+            out += headline_table(older) + [""] + drift_notes(older)
+        out += paper_rows() + [""]
         if peers_by_protocol.get(name):
             peer_attacks = sorted({r["attack"] for r in peers_by_protocol[name]},
                                   key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)

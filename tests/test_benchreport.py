@@ -121,3 +121,23 @@ def test_peers_sit_beside_the_meca_run_of_the_no_defence_model_they_repaired():
     del peers[0]["no_defence"]
     rows = defences_table([first, again], peers)
     assert any(row.startswith("| badnet | 0 | 77.5 ±2.5 | 90.0 ±0.0 |") for row in rows)
+
+
+def test_targets_are_counted_per_run_against_plain_training_of_the_same_seed():
+    from meca_cli.benchreport import targets_summary
+
+    met = _run("badnet", 0, 0.78, 0.9)  # final ACC 0.73: 2 points under plain training (0.75) at most
+    missed = _run("blend", 0, 0.8, 0.9)
+    missed["meca_final_model"] = {"accuracy": 0.70, "asr": 0.5}
+    missed["detection"] = {"recall": 0.5, "fpr": 0.2, "auroc": 0.6}
+    control = _run("clean", 0, 0.75, 0.0)
+    control["meca_final_model"] = {"accuracy": 0.745, "asr": None}
+    for r, verdict in ((met, "poisoned"), (missed, "poisoned"), (control, "poisoned")):
+        r["dataset_verdict"] = {"verdict": verdict}
+    poisoned_line, control_line, _ = targets_summary([met, missed, control])
+    assert "final ASR ≤ 1 %: 1 of 2; recall ≥ 99 %: 1 of 2; FPR ≤ 10 %: 1 of 2" in poisoned_line
+    assert "same seed): 1 of 2; verdict \"poisoned\": 2 of 2." in poisoned_line
+    assert control_line == ("Targets, clean control: final ACC within 1 point of plain training: 1 of 1; "
+                            "verdict \"clean\": 0 of 1.")
+    # Without a clean control of that seed, the accuracy target cannot be counted.
+    assert "same seed): 0 of 0;" in targets_summary([met])[0]
