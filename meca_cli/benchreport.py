@@ -141,34 +141,30 @@ def targets_summary(runs: list[dict]) -> list[str]:
     controls = [r for r in runs if r["attack"] == "clean"]
     plain = {r["seed"]: _get(r, "no_defence", "accuracy") for r in controls}
 
-    def count(rs: list[dict], test) -> str:
-        known = [r for r in rs if test(r) is not None]
-        return f"{sum(bool(test(r)) for r in known)} of {len(known)}"
+    def count(rs: list[dict], value, ok) -> str:
+        """'k of n' over the runs where `value(run)` is known."""
+        known = [v for v in map(value, rs) if v is not None]
+        return f"{sum(bool(ok(v)) for v in known)} of {len(known)}"
 
-    def within(points: float):
-        def test(r: dict) -> bool | None:
-            acc, ref = _get(r, "meca_final_model", "accuracy"), plain.get(r["seed"])
-            return None if acc is None or ref is None else acc >= ref - points / 100
-        return test
+    def below_plain(r: dict) -> float | None:  # points of accuracy under plain training
+        acc, ref = _get(r, "meca_final_model", "accuracy"), plain.get(r["seed"])
+        return None if acc is None or ref is None else round(100 * (ref - acc), 6)  # float noise off the bound
 
-    def at_most(path: tuple[str, ...], limit: float):
-        return lambda r: None if _get(r, *path) is None else _get(r, *path) <= limit
-
-    def at_least(path: tuple[str, ...], limit: float):
-        return lambda r: None if _get(r, *path) is None else _get(r, *path) >= limit
-
+    asr = lambda r: _get(r, "meca_final_model", "asr")  # noqa: E731
+    recall, fpr = (lambda r: _get(r, "detection", "recall")), (lambda r: _get(r, "detection", "fpr"))  # noqa: E731
+    verdict = lambda r: _get(r, "dataset_verdict", "verdict")  # noqa: E731
     lines = []
     if poisoned:
-        lines.append("Targets, poisoned runs (one per attack and seed): final ASR ≤ 1 %: "
-                     f"{count(poisoned, at_most(('meca_final_model', 'asr'), 0.01))}; recall ≥ 99 %: "
-                     f"{count(poisoned, at_least(('detection', 'recall'), 0.99))}; FPR ≤ 10 %: "
-                     f"{count(poisoned, at_most(('detection', 'fpr'), 0.10))}; final ACC within 2 points of plain "
-                     f"training (the clean control's no-defence ACC, same seed): {count(poisoned, within(2))}; "
-                     f"verdict \"poisoned\": {count(poisoned, lambda r: _get(r, 'dataset_verdict', 'verdict') == 'poisoned')}.")
+        lines.append(f"Targets, poisoned runs (one per attack and seed): final ASR ≤ 1 %: "
+                     f"{count(poisoned, asr, lambda v: v <= 0.01)}; recall ≥ 99 %: "
+                     f"{count(poisoned, recall, lambda v: v >= 0.99)}; FPR ≤ 10 %: "
+                     f"{count(poisoned, fpr, lambda v: v <= 0.10)}; final ACC within 2 points of plain training "
+                     f"(the clean control's no-defence ACC, same seed): {count(poisoned, below_plain, lambda v: v <= 2)}; "
+                     f"verdict \"poisoned\": {count(poisoned, verdict, lambda v: v == 'poisoned')}.")
     if controls:
         lines.append("Targets, clean control: final ACC within 1 point of plain training: "
-                     f"{count(controls, within(1))}; verdict \"clean\": "
-                     f"{count(controls, lambda r: _get(r, 'dataset_verdict', 'verdict') == 'clean')}.")
+                     f"{count(controls, below_plain, lambda v: v <= 1)}; verdict \"clean\": "
+                     f"{count(controls, verdict, lambda v: v == 'clean')}.")
     return lines + [""] if lines else []
 
 
