@@ -34,8 +34,8 @@ def main(run: Path, out: Path) -> None:
                   out / "enhance", common, cfg.enhance, cfg.score)
     steps.split(data, out / "enhance/model.safetensors", out / "split", common, cfg.split,
                 scores=run / "run/score/scores.csv")
-    poison = {i for i, r in enumerate(rows(data / "ground_truth.csv")) if r["role"] == "poison"}
-    n = len(rows(data / "ground_truth.csv"))
+    truth = rows(data / "ground_truth.csv")
+    poison, n = {i for i, r in enumerate(truth) if r["role"] == "poison"}, len(truth)
     for t in range(2, cfg.enhance.rounds + 1):
         unlearned = set(read_index_list(out / "enhance" / f"rounds/round{t}_clean.idx"))
         print(f"round {t}: {100 * len(unlearned & poison) / len(poison):.1f} % of the poison unlearned")
