@@ -298,15 +298,16 @@ def ablation_section(table: dict) -> list[str]:
 
     runs = table["runs"]
     name = table["protocol"]
-    attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
-    seeds = sorted({r["seed"] for r in runs})
     base, extra = _protocol_flags(name)
     out = [f"## Ablation ({name})", "",
            "One parameter varied at a time, every other at the default of the time (the current default is "
            "marked *; runs measured before a default changed are named under the table). Cells: MeCa final "
            "ACC / final ASR / final target ACC / poison recall / FPR, in %, and the verdict.", ""]
     for param in dict.fromkeys(r["param"] for r in runs):
-        values = list(dict.fromkeys(r["value"] for r in runs if r["param"] == param))
+        swept = [r for r in runs if r["param"] == param]  # each sweep names only the runs it made
+        attacks = sorted({r["attack"] for r in swept}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
+        seeds = sorted({r["seed"] for r in swept})
+        values = list(dict.fromkeys(r["value"] for r in swept))
         try:  # today's default, which may postdate the runs
             current = default_value(SanitizeConfig(), param)
         except ConfigError:  # a parameter since removed
@@ -316,7 +317,7 @@ def ablation_section(table: dict) -> list[str]:
                 f"--seeds {','.join(map(str, seeds))} --ablate {param}={sweep}`", "",
                 "| value | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
         for value in values:
-            rs = [r for r in runs if r["param"] == param and r["value"] == value]
+            rs = [r for r in swept if r["value"] == value]
             label = f"{value:.3g}" if isinstance(value, float) else str(value)
             cells = [label + (" *" if value == current else "")]
             for attack in attacks:

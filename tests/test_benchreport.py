@@ -108,6 +108,18 @@ def test_ablation_stars_todays_default_not_the_one_of_the_run():
     assert [r.split("|")[1].strip() for r in rows] == [str(old), f"{now} *"]
 
 
+def test_each_ablation_sweep_names_only_the_attacks_and_seeds_it_ran():
+    from meca_cli.benchreport import ablation_section
+
+    runs = [{**_run("badnet", 0, 0.8, 0.9), "param": "enhance.rounds", "value": 6, "default": True},
+            {**_run("tact", 1, 0.8, 0.9), "param": "relabel.lost_class_share", "value": 0.4, "default": False}]
+    lines = ablation_section({"protocol": "p", "runs": runs})
+    rounds = next(line for line in lines if line.startswith("**enhance.rounds**"))
+    assert "--attacks badnet --seeds 0 " in rounds
+    headers = [line for line in lines if line.startswith("| value |")]
+    assert headers == ["| value | badnet |", "| value | tact |"]
+
+
 def test_peers_sit_beside_the_meca_run_of_the_no_defence_model_they_repaired():
     # Seed 0 of badnet was run again later (its no-defence model trained again: ACC 0.75);
     # the peers repaired the first model (ACC 0.8), so only the first run shares their row.
