@@ -67,7 +67,7 @@ def parse_sweep(spec: str, cfg: SanitizeConfig = SanitizeConfig()) -> dict[str, 
 def run_ablation(protocol_name: str, base: SanitizeConfig, sweeps: dict[str, tuple], make_experiment,
                  results: Path, attacks: list[str], seeds: list[int], common: steps.Common) -> dict:
     """Run every (param, value, attack, seed) not yet in `results`; saved after each."""
-    from meca_cli.experiment import run_experiment
+    from meca_cli.experiment import recorded_config, run_experiment
 
     table = read_json(results, {"meca_ablation_version": ABLATION_VERSION, "protocol": protocol_name, "runs": []},
                       "fix or remove it")
@@ -83,7 +83,7 @@ def run_ablation(protocol_name: str, base: SanitizeConfig, sweeps: dict[str, tup
                     key = {"param": path, "value": value, "attack": attack, "seed": seed}
                     if any(all(r.get(k) == v for k, v in key.items()) for r in table["runs"]):
                         continue
-                    digest = fingerprint(cfg.with_seed(seed).to_dict())
+                    digest = fingerprint(recorded_config(cfg.with_seed(seed)))
                     same = next((r for r in table["runs"] if r["config_fingerprint"] == digest
                                  and r["attack"] == attack and r["seed"] == seed), None)
                     if same is None:

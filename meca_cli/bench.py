@@ -11,7 +11,7 @@ from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.core.attacks import ATTACK_NAMES
 from meca_cli.errors import DataError
-from meca_cli.experiment import CLEAN, Experiment, refresh_model_metrics, run_experiment
+from meca_cli.experiment import CLEAN, Experiment, recorded_config, refresh_model_metrics, run_experiment
 from meca_cli.config import SanitizeConfig
 from meca_cli.store.artifacts import read_json, write_json
 
@@ -142,7 +142,7 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
                              rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed,
                              no_defence=no_defence)
             done = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
-            if done is not None and rerun_from is not None and done.get("config") != cfg.with_seed(seed).to_dict():
+            if done is not None and rerun_from is not None and done.get("config") != recorded_config(cfg.with_seed(seed)):
                 info(f"bench: {name} {attack} seed {seed}: measuring again from {rerun_from}")
                 result = run_experiment(exp, cfg.with_seed(seed), common, start=rerun_from, previous=done)
                 table["runs"][table["runs"].index(done)] = {**key, "protocol_note": proto.describe(), **result}

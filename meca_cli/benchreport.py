@@ -68,10 +68,11 @@ def _changed_defaults(config: dict | None, swept: str | None = None) -> tuple[li
     """The parameters added since a run (names) and those whose default changed since
     (name, value then, value now), its swept parameter aside."""
     from meca_cli.config import SanitizeConfig
+    from meca_cli.experiment import recorded_config
 
     if not config:
         return [], []
-    then, now = _flat(config), _flat(SanitizeConfig().to_dict())
+    then, now = _flat(config), _flat(recorded_config(SanitizeConfig()))
     keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")]
     return ([k for k in keys if k not in then], [(k, then[k], now[k]) for k in keys if k in then and then[k] != now[k]])
 

@@ -101,12 +101,21 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common, s
     result["meca_final_model"] = _evaluate(Path(report["final_model"]), exp, trig_dir, common)
     result["seconds"] = {**report["seconds"], "sanitize_total": round(sum(v or 0 for v in report["seconds"].values()), 2)}
     result["wall_seconds"] = round(time.monotonic() - started, 2)
-    result["config"] = cfg.to_dict()
+    result["config"] = recorded_config(cfg)
     if start is not None:
         result["measured_from"] = start  # earlier steps are the saved ones, made with `previous["config"]`
         result["earlier_steps_config"] = (previous or {}).get("config")
     write_json(exp.work / "result.json", result)
     return result
+
+
+def recorded_config(cfg: SanitizeConfig) -> dict:
+    """The configuration a result records: the sanitize parameters and the tensor layout,
+    which changes the convolutions' float rounding and so every figure at the last digits
+    (core.device); a run measured in another layout is not at the current defaults."""
+    from meca_cli.core.device import layout_name
+
+    return {**cfg.to_dict(), "layout": layout_name()}
 
 
 def refresh_model_metrics(result: dict, exp: Experiment, common: steps.Common) -> bool:

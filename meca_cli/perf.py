@@ -110,7 +110,8 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
                          batch_size: int = 128) -> dict:
     """Pipeline throughput over raw throughput, for training and for scoring."""
     from meca_cli.config import ScoreConfig, TrainConfig
-    from meca_cli.core.device import to_float
+    from meca_cli.core.device import prepare_model, to_float
+    from meca_cli.core.fold import inference_model
     from meca_cli.core.models import build_model
     from meca_cli.core.scoring import kl_scores, patch_positions, score_batch
     from meca_cli.core.train import fit, make_optimizer
@@ -121,7 +122,9 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
     n = min(len(dataset), batches * batch_size) // batch_size * batch_size  # whole batches, as both loops run
     cfg = TrainConfig(epochs=1, min_steps=0, batch_size=batch_size)
     torch.manual_seed(0)
-    model = build_model(arch, len(dataset.classes), dataset.image_size)
+    # Raw and pipeline run the same model as the steps do: in their layout, and for the
+    # score BatchNorm-folded (core.fold).
+    model = prepare_model(build_model(arch, len(dataset.classes), dataset.image_size), device)
 
     x = to_float(dataset.images[:batch_size], device)  # ready tensors: no decode, index or augmentation
     y = dataset.labels[:batch_size]
@@ -145,14 +148,14 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
     pipe_train = n / (time.perf_counter() - started)
 
     score_cfg = ScoreConfig()
-    model.eval()
+    scorer = inference_model(model, device)
     xs, ys = to_float(dataset.images[:score_cfg.batch_size], device), dataset.labels[:score_cfg.batch_size]
     corners = patch_positions(len(xs), dataset.image_size, score_cfg)
-    score_batch(model, xs, ys, corners, score_cfg)  # warm-up
+    score_batch(scorer, xs, ys, corners, score_cfg)  # warm-up
     repeats = max(1, n // len(xs))
     started = time.perf_counter()
     for _ in range(repeats):
-        score_batch(model, xs, ys, corners, score_cfg)
+        score_batch(scorer, xs, ys, corners, score_cfg)
     raw_score = repeats * len(xs) / (time.perf_counter() - started)
     started = time.perf_counter()
     kl_scores(model, dataset.images[:n], dataset.labels[:n], score_cfg, device)

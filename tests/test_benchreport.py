@@ -72,9 +72,12 @@ def test_round_by_round_table_lists_runs_that_kept_their_rounds():
 def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
     from meca_cli.benchreport import config_drift, drift_notes
     from meca_cli.config import SanitizeConfig
+    from meca_cli.experiment import recorded_config
 
-    now = SanitizeConfig().with_seed(3).to_dict()
+    now = recorded_config(SanitizeConfig().with_seed(3))
     assert config_drift(now) == ()
+    # A run from before results recorded the tensor layout was measured in another one.
+    assert config_drift(SanitizeConfig().with_seed(3).to_dict()) == ("before layout existed",)
     old = {**now, "train": {**now["train"], "epochs": 5},  # set by the protocol: no drift
            "enhance": {**now["enhance"], "rounds": 99},
            "relabel": {k: v for k, v in now["relabel"].items() if k != "drop_held"}}
@@ -88,8 +91,9 @@ def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
 def test_headline_never_averages_seeds_measured_with_different_defaults():
     from meca_cli.benchreport import headline_table
     from meca_cli.config import SanitizeConfig
+    from meca_cli.experiment import recorded_config
 
-    now = SanitizeConfig().to_dict()
+    now = recorded_config(SanitizeConfig())
     old = {**now, "enhance": {**now["enhance"], "rounds": 99}}
     runs = [_run("badnet", 0, 0.8, 0.9), _run("badnet", 1, 0.6, 0.5), _run("badnet", 2, 0.7, 0.7)]
     runs[0]["config"], runs[1]["config"], runs[2]["config"] = old, now, now

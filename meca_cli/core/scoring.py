@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.config import ScoreConfig
-from meca_cli.core.device import autocast, prepare_model, stage, to_float
+from meca_cli.core.device import autocast, stage, to_float
+from meca_cli.core.fold import inference_model
 
 
 @dataclass
@@ -75,7 +76,7 @@ def kl_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg:
     from meca_cli.console import progress
 
     stop = len(images) if stop is None else stop
-    model = prepare_model(model, device).eval()
+    model = inference_model(model, device)
     images = stage(images, device)
     corners = patch_positions(len(images), images.shape[-1], cfg)
     # Filled in place, not one small tensor per batch: those would pin heap between each

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.core.augment import cut_mix, flip_crop
-from meca_cli.core.device import autocast, prepare_model, stage, to_float
+from meca_cli.core.device import autocast, in_layout, prepare_model, stage, to_float
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
 
@@ -102,7 +102,8 @@ def load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, tag: st
     for key, value in tensors.items():
         if key.startswith("opt."):
             p = params[key[4:]]
-            opt.state[p]["momentum_buffer"] = value.to(p.device).clone()
+            # In the parameter's own layout (saved contiguous), so a resumed run steps as an unbroken one.
+            opt.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(value)
     return int(meta.get("epoch", "0"))
 
 
@@ -163,7 +164,7 @@ def fit(
                     group["lr"] = lr_at(cfg, epoch * steps_per_epoch + b, total)
                 x = to_float(images[idx], device)
                 if cfg.augment:
-                    x = flip_crop(x, gen)
+                    x = in_layout(flip_crop(x, gen))
                 y = labels[idx].to(device)
                 w = weights[idx].to(device)
                 mixed = cutmix > 0 and float(torch.rand(1, generator=gen)) < cutmix
@@ -197,9 +198,12 @@ def fit(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512,
-                   indices: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits (float32, CPU) for images[indices] in eval mode."""
-    model = prepare_model(model, device).eval()
+                   indices: torch.Tensor | None = None, fold: bool = True) -> torch.Tensor:
+    """Logits (float32, CPU) for images[indices] in eval mode, BatchNorm folded (core.fold);
+    fold=False runs the model's own modules, for a hook on one of them."""
+    from meca_cli.core.fold import inference_model
+
+    model = inference_model(model, device) if fold else prepare_model(model, device).eval()
     images = stage(images, device)
     pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
     out: torch.Tensor | None = None
@@ -219,9 +223,10 @@ def predict_with_features(model: nn.Module, images: torch.Tensor, device: torch.
                           indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, features) for images[indices] in one pass; features are the input of the
     model's last linear layer (its representation, any architecture), float32 on the CPU."""
-    from meca_cli.core.models import unwrap
+    from meca_cli.core.fold import inference_model
 
-    last = [m for m in unwrap(model).modules() if isinstance(m, nn.Linear)][-1]
+    model = inference_model(model, device)  # folded once here; the hook goes on this copy
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     captured: list[torch.Tensor] = []
     handle = last.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().float().cpu()))
     try:

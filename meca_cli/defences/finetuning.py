@@ -56,7 +56,7 @@ def mean_activation(model: nn.Module, bn: nn.BatchNorm2d, images: torch.Tensor, 
 
     handle = bn.register_forward_hook(record)
     try:
-        predict_logits(model, images, device)
+        predict_logits(model, images, device, fold=False)  # folded, `bn` would not run
     finally:
         handle.remove()
     return total / len(images)
