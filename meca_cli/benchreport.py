@@ -185,12 +185,19 @@ def perf_section(perf: dict) -> list[str]:
     out = ["## Cost (`meca bench --perf`)", "",
            f"One run on {m.get('cpu_count', '?')} CPU cores, torch {m.get('torch', '?')}; every figure below "
            "comes from `benchmarks/results/perf.json`. Reproduce: `meca bench --perf` "
-           "(`--parts path,ratio,growth,ddp`, `--sizes`, `--epochs` for the growth runs).", ""]
+           "(`--parts path,ratio,growth,ddp`, `--repeats` for the ratio, `--sizes`, `--epochs` for the growth runs).", ""]
     if "ratio" in perf:
         r = perf["ratio"]
+        spread = ""
+        if r.get("pairs"):
+            ratios = sorted(p["ratio"] for p in r["pairs"])
+            spread = (f" The median of {len(ratios)} sanitize runs, each over the mean of the plain trains timed "
+                      f"just before and after it (ratios {', '.join(f'{x:.2f}' for x in ratios)}; the trains took "
+                      f"{', '.join(f'{t:.0f}' for t in r['train_runs_seconds'])} s: the host's speed drifts); "
+                      f"the steps below are that run's.")
         out += [f"**Sanitize vs one training run** at the shipped defaults, {r['samples']:,} BadNet-poisoned "
                 f"CIFAR-10 images: `meca train` {r['train_seconds'] / 60:.1f} min, `meca sanitize` "
-                f"{r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (target ≤ 2.0).", "",
+                f"{r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (target ≤ 2.0).{spread}", "",
                 "| step | seconds | share |", "|---|---|---|"]
         total = sum(v for v in r["step_seconds"].values()) or 1
         out += [f"| {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in r["step_seconds"].items()]

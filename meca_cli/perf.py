@@ -3,7 +3,10 @@
 Every figure comes from one invocation on this machine, written to the results JSON:
 
 - ratio: `meca sanitize` wall time over a plain `meca train` of the same architecture and
-  epochs on the same folder, at the shipped defaults, with the time of each step;
+  epochs on the same folder, at the shipped defaults, with the time of each step; timed
+  train, sanitize, train, ... (each sanitize over the mean of the trains either side of it,
+  so a host whose speed drifts during the run shifts both sides of a ratio alike), the
+  median over the repeats;
 - data path: samples/s of training and scoring inside the pipeline (uint8 cache, batched
   augmentation, progress) over the same model's raw throughput on ready float tensors;
 - growth: sanitize and train wall time and peak memory at several folder sizes;
@@ -94,16 +97,32 @@ def make_folder(cifar_train: Path, out: Path, per_class: int, common: steps.Comm
     return out
 
 
-def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str]) -> dict:
+def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str], repeats: int = 1) -> dict:
     """Wall time of sanitize and of a plain train on the same folder and settings (both
-    find the folder's decode cache ready)."""
+    find the folder's decode cache ready). With repeats > 1: train, then `repeats` times
+    sanitize and train again; each sanitize is over the mean of its neighbouring trains,
+    and the figures are those of the median ratio (`pairs` keeps them all)."""
+    from statistics import median
+
     opts = [*(["--epochs", str(epochs)] if epochs else []), "--device", "cpu", "--format", "json", *extra]
-    train = _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))
-    sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts))
-    steps_seconds = {s["step"]: s["seconds"] for s in sanitize["result"]["steps"]}
-    return {"train_seconds": train["seconds"], "sanitize_seconds": sanitize["seconds"],
-            "ratio": round(sanitize["seconds"] / train["seconds"], 3), "step_seconds": steps_seconds,
-            "train_peak_rss_mib": train["peak_rss_mib"], "sanitize_peak_rss_mib": sanitize["peak_rss_mib"]}
+    train_once = lambda: _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))  # noqa: E731
+    trains = [train_once()]
+    pairs = []
+    for _ in range(repeats):
+        sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts))
+        if repeats > 1:
+            trains.append(train_once())
+        train_seconds = sum(t["seconds"] for t in trains[-2:]) / len(trains[-2:])
+        pairs.append({"train_seconds": round(train_seconds, 2), "sanitize_seconds": sanitize["seconds"],
+                      "ratio": round(sanitize["seconds"] / train_seconds, 3),
+                      "step_seconds": {s["step"]: s["seconds"] for s in sanitize["result"]["steps"]},
+                      "sanitize_peak_rss_mib": sanitize["peak_rss_mib"]})
+    middle = sorted(pairs, key=lambda p: p["ratio"])[(len(pairs) - 1) // 2]
+    out = {**middle, "train_peak_rss_mib": max(t["peak_rss_mib"] for t in trains)}
+    if repeats > 1:
+        out |= {"ratio": round(median(p["ratio"] for p in pairs), 3), "repeats": repeats, "pairs": pairs,
+                "train_runs_seconds": [t["seconds"] for t in trains]}
+    return out
 
 
 def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn", batches: int = 40,
@@ -193,7 +212,8 @@ def count_images(folder: Path) -> int:
 
 
 def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, sizes: tuple[int, ...],
-             growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str]) -> dict:
+             growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str],
+             ratio_repeats: int = 3) -> dict:
     """Run the selected parts not yet in `results` (resumable); write results after each."""
     table = read_json(results, {"meca_perf_version": PERF_VERSION}, "fix or remove it")
     env_note = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -223,7 +243,7 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
         try:
             data = folder(ratio_per_class)
             table["ratio"] = {"samples": count_images(data),
-                              **sanitize_vs_train(data, work / "ratio", ratio_epochs, [])}
+                              **sanitize_vs_train(data, work / "ratio", ratio_epochs, [], ratio_repeats)}
         finally:
             os.environ["MECA_MIN_STEPS"] = env_min
         save()

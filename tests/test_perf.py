@@ -35,3 +35,25 @@ def test_perf_measures_and_renders(runner, tmp_path):
     assert runner.invoke(app, ["bench", "--markdown", str(md), "--results", str(results)]).exit_code == 0
     text = md.read_text()
     assert "## Cost (`meca bench --perf`)" in text and "| 18 |" in text
+
+
+def test_each_sanitize_is_timed_against_the_trains_either_side_of_it(monkeypatch, tmp_path):
+    from meca_cli import perf
+
+    # Train, sanitize, train, ...: a host that slows down shows in the trains around each sanitize.
+    timings = iter([100.0, 200.0, 120.0, 250.0, 110.0, 230.0, 130.0])
+    steps = [{"step": "score", "seconds": 1.0}]
+
+    def fake_child(args, env=None, parse_json=True):
+        return {"seconds": next(timings), "peak_rss_mib": 10.0, "result": {"steps": steps} if "sanitize" in args else {}}
+
+    monkeypatch.setattr(perf, "_run_child", fake_child)
+    got = perf.sanitize_vs_train(tmp_path, tmp_path / "run", None, [], repeats=3)
+    assert [p["ratio"] for p in got["pairs"]] == [round(200 / 110, 3), round(250 / 115, 3), round(230 / 120, 3)]
+    assert got["ratio"] == round(230 / 120, 3) and got["sanitize_seconds"] == 230.0 and got["train_seconds"] == 120.0
+    assert got["train_runs_seconds"] == [100.0, 120.0, 110.0, 130.0]
+    once = iter([100.0, 210.0])
+    monkeypatch.setattr(perf, "_run_child", lambda args, env=None, parse_json=True: {
+        "seconds": next(once), "peak_rss_mib": 1.0, "result": {"steps": steps}})
+    single = perf.sanitize_vs_train(tmp_path, tmp_path / "run", None, [])
+    assert single["ratio"] == 2.1 and "pairs" not in single

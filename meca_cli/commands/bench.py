@@ -37,6 +37,8 @@ def bench(
                                                       "[results: benchmarks/results/perf.json].")] = False,
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
+    repeats: Annotated[int, typer.Option(min=1, help="--perf ratio: sanitize runs, each timed between two plain "
+                                                     "trains; the median ratio is reported.")] = 3,
     defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, abl, "
                                                       "dbr, cutmix, scanft, or 'all') "
                                                       "on the finished runs of --attacks/--seeds "
@@ -82,7 +84,7 @@ def bench(
         root = locate_cifar10(data, work / "cifar10-src")
         run_perf(root, work / "perf", results or Path("benchmarks/results/perf.json"), common, size_list,
                  growth_epochs=epochs or 2, ratio_per_class=per_class or PROTOCOLS[protocol].per_class or 1000,
-                 ratio_epochs=None, parts=chosen)
+                 ratio_epochs=None, parts=chosen, ratio_repeats=repeats)
         return
     names = list(ALL_RUNS) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
     unknown = [a for a in names if a not in ALL_RUNS]
