@@ -52,6 +52,9 @@ STALE = "†"  # marks a row measured with older defaults
 
 # Set per protocol (bench.protocol_config) or per run, so never a drift from the defaults.
 _NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps")
+# Parameters added with the behaviour every earlier run already had as their value: a run
+# recorded before one existed was measured at that value, not at an unknown one.
+_ADDED_AT_EARLIER_BEHAVIOUR = {"clean_epochs": 1.0}
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -72,7 +75,7 @@ def _changed_defaults(config: dict | None, swept: str | None = None) -> tuple[li
 
     if not config:
         return [], []
-    then, now = _flat(config), _flat(recorded_config(SanitizeConfig()))
+    then, now = {**_ADDED_AT_EARLIER_BEHAVIOUR, **_flat(config)}, _flat(recorded_config(SanitizeConfig()))
     keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")]
     return ([k for k in keys if k not in then], [(k, then[k], now[k]) for k in keys if k in then and then[k] != now[k]])
 

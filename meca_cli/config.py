@@ -102,6 +102,7 @@ class SanitizeConfig(_Params):
     # backdoor (ASR 6 %) and MeCa (4 enhancement rounds) flagged 21 % of the poison; 10,000 images x
     # 7 epochs is 553 steps.
     poisoned_min_steps: int = 550
+    clean_epochs: float = 1.0  # step 6 (the clean model, from scratch) trains this fraction of train.epochs
     score: ScoreConfig = ScoreConfig()
     rho0: float = 0.05  # seed clean-set fraction
     enhance: EnhanceConfig = EnhanceConfig()

@@ -64,6 +64,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
     d = {name: run / name for name in STEPS}
     poisoned_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.poisoned_epochs)),
                            min_steps=min(cfg.train.min_steps, cfg.poisoned_min_steps))
+    clean_cfg = replace(cfg.train, epochs=max(1, round(cfg.train.epochs * cfg.clean_epochs)))
 
     # Each step reads the previous steps' artifacts by their fixed names in the run directory.
     actions = {
@@ -75,7 +76,7 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
                                            d["partition"] / "clean_seed.idx", d["enhance"], c, cfg.enhance, cfg.score),
         "split": lambda c: steps.split(data, d["enhance"] / "model.safetensors", d["split"], c, cfg.split,
                                        scores=d["score"] / "scores.csv"),
-        "train-clean": lambda c: steps.train(data, d["train-clean"], c, cfg.train, cfg.arch,
+        "train-clean": lambda c: steps.train(data, d["train-clean"], c, clean_cfg, cfg.arch,
                                              indices=d["split"] / "clean.idx", name="train-clean"),
         "relabel": lambda c: steps.relabel(data, d["train-clean"] / "model.safetensors", d["split"] / "suspected.idx",
                                            d["relabel"], c, cfg.relabel, d["enhance"] / "model.safetensors"),

@@ -84,6 +84,10 @@ def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
     drift = config_drift(old)
     assert drift == ("before relabel.drop_held existed", f"enhance.rounds=99 (now {now['enhance']['rounds']})")
     assert config_drift(old, swept="enhance.rounds") == ("before relabel.drop_held existed",)
+    # A parameter added at the behaviour earlier runs already had is no drift while it keeps that default.
+    before_clean_epochs = {k: v for k, v in now.items() if k != "clean_epochs"}
+    assert config_drift(before_clean_epochs) == ()
+    assert config_drift({**now, "clean_epochs": 0.5}) == (f"clean_epochs=0.5 (now {now['clean_epochs']})",)
     notes = drift_notes([{"attack": "blend", "seed": 0, "config": old}, {"attack": "sig", "seed": 1, "config": now}])
     assert len(notes) == 2 and notes[0].startswith("† Not at the current defaults: blend seed 0;") and "sig" not in notes[0]
 

@@ -111,6 +111,17 @@ def test_the_poisoned_model_trains_at_least_its_own_step_floor(runner, tmp_path)
         assert json.loads((run / "train-poisoned/manifest.json").read_text())["summary"]["epochs"] == epochs
 
 
+def test_the_clean_model_trains_its_fraction_of_the_epochs(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    args = ["sanitize", str(data), "--out", str(run), "--until", "train-clean", *FAST, "--epochs", "5",
+            "--min-steps", "0", "--clean-epochs", "0.6"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads((run / "train-clean/manifest.json").read_text())["summary"]["epochs"] == 3
+    assert json.loads((run / "train-poisoned/manifest.json").read_text())["summary"]["epochs"] == 2  # 1/3 of 5
+
+
 def test_steps_chain_by_hand_and_through_stdin(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)

@@ -23,6 +23,7 @@ def sanitize(
     epochs: Epochs = TrainConfig.epochs,
     poisoned_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 1 trains this fraction of --epochs.")] = SanitizeConfig.poisoned_epochs,
     poisoned_min_steps: Annotated[int, typer.Option(min=0, help="Step 1 trains at least this many steps (at most --min-steps).")] = SanitizeConfig.poisoned_min_steps,
+    clean_epochs: Annotated[float, typer.Option(min=0, max=1, help="Step 6 (the clean model) trains this fraction of --epochs.")] = SanitizeConfig.clean_epochs,
     min_steps: MinSteps = TrainConfig.min_steps,
     batch_size: BatchSize = TrainConfig.batch_size,
     lr: Lr = TrainConfig.lr,
@@ -69,7 +70,7 @@ def sanitize(
 
     cfg = SanitizeConfig(
         arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
-        poisoned_min_steps=poisoned_min_steps,
+        poisoned_min_steps=poisoned_min_steps, clean_epochs=clean_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
         enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr, unlearn=unlearn.value,
                               batch_size=batch_size),
