@@ -13,6 +13,7 @@ a model torch.fx cannot trace runs unfolded (folding only saves time).
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import torch
 from torch import fx, nn
@@ -34,10 +35,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     except (RuntimeError, TypeError, fx.proxy.TraceError):  # data-dependent Python in forward()
         return model
     modules = dict(traced.named_modules())
-    calls: dict[str, int] = {}
-    for node in traced.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = Counter(node.target for node in traced.graph.nodes if node.op == "call_module")
     for node in list(traced.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
             continue
