@@ -7,6 +7,18 @@ from meca_cli.core.relabel import held_suspects, mean_knn_distance, own_class_su
 from meca_cli.core.train import predict_logits, predict_with_features
 
 
+def test_mean_knn_distance_holds_a_bounded_block_whatever_the_pool(monkeypatch):
+    import meca_cli.core.relabel as relabel_module
+
+    gen = torch.Generator().manual_seed(0)
+    queries, pool = torch.rand(37, 4, generator=gen), torch.rand(50, 4, generator=gen)
+    whole = mean_knn_distance(queries, pool, k=3)
+    monkeypatch.setattr(relabel_module, "_DISTANCE_BLOCK", 120)  # 2 query rows x 50 pool rows at a time
+    assert torch.allclose(mean_knn_distance(queries, pool, k=3), whole)
+    monkeypatch.setattr(relabel_module, "_DISTANCE_BLOCK", 7)  # fewer entries than a row: still one row
+    assert torch.allclose(mean_knn_distance(queries, pool, k=3), whole)
+
+
 def test_mean_knn_distance_skips_the_query_itself():
     pool = torch.tensor([[0.0], [1.0], [3.0]])
     assert mean_knn_distance(pool, pool, k=1, skip_self=True).tolist() == [1.0, 1.0, 2.0]

@@ -29,7 +29,9 @@ from meca_cli.config import RelabelConfig
 from meca_cli.core.partition import mostly_suspected_classes
 from meca_cli.core.train import predict_logits, predict_with_features
 
-_QUERY_CHUNK = 1024  # rows of the distance matrix held at once
+# Entries of the distance matrix held at once (64 MiB of float32), whatever the pool's size:
+# a fixed count of query rows would grow with the data set (1,024 rows x 1M images: 4 GiB).
+_DISTANCE_BLOCK = 1 << 24
 DROPPED = -1  # new label of a suspect left out of the final training set
 # Above this share of the images labelled with other classes held as a class, the enhanced
 # model collapsed onto it (module doc). Measured (benchmarks/analysis/held_collapse.py): 13 %
@@ -44,9 +46,10 @@ def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_se
     k = min(k, len(pool) - int(skip_self))
     if k <= 0:
         return torch.full((len(queries),), float("inf"))
+    rows = max(1, _DISTANCE_BLOCK // max(1, len(pool)))
     out = []
-    for lo in range(0, len(queries), _QUERY_CHUNK):
-        nearest = torch.cdist(queries[lo:lo + _QUERY_CHUNK], pool).topk(k + int(skip_self), largest=False).values
+    for lo in range(0, len(queries), rows):
+        nearest = torch.cdist(queries[lo:lo + rows], pool).topk(k + int(skip_self), largest=False).values
         out.append(nearest[:, int(skip_self):].mean(1))
     return torch.cat(out)
 
