@@ -499,8 +499,11 @@ def render_all(result_files: list[Path]) -> str:
     defaults = {(t["protocol"], r["attack"], r["seed"]): {**r, "protocol": t["protocol"]}
                 for t in ablations for r in t["runs"] if r.get("default")}
     out += rounds_section([r for rs in by_protocol.values() for r in rs] + list(defaults.values()))
+    merged: dict[str, list[dict]] = defaultdict(list)  # one section per protocol, however many files hold it
     for table in ablations:
-        out += ablation_section(table)
+        merged[table["protocol"]] += table["runs"]
+    for name, runs in merged.items():
+        out += ablation_section({"protocol": name, "runs": runs})
     if perf is not None:
         out += perf_section(perf)
     return "\n".join(out)

@@ -1,5 +1,7 @@
 """The peer-defence table of BENCHMARKS.md, rendered from hand-made result rows."""
 
+import json
+
 from meca_cli.benchreport import PAPER_ATTACKS, defences_table
 
 
@@ -161,3 +163,19 @@ def test_targets_are_counted_per_run_against_plain_training_of_the_same_seed():
                             "verdict \"clean\": 0 of 1.")
     # Without a clean control of that seed, the accuracy target cannot be counted.
     assert "same seed): 0 of 0;" in targets_summary([met])[0]
+
+
+def test_ablations_of_one_protocol_in_several_files_make_one_section(tmp_path):
+    from meca_cli.benchreport import render_all
+
+    def table(attack):
+        return {"meca_ablation_version": "1", "protocol": "p",
+                "runs": [{**_run(attack, 1, 0.8, 0.1), "param": "enhance.rounds", "value": 6, "default": True}]}
+
+    files = []
+    for i, attack in enumerate(("badnet", "tact")):
+        files.append(tmp_path / f"a{i}.json")
+        files[-1].write_text(json.dumps(table(attack)))
+    text = render_all(files)
+    assert text.count("## Ablation (p)") == 1
+    assert "| value | badnet | tact |" in text
