@@ -74,6 +74,26 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(TrainConfig(lr=0.3, schedule="constant"), 50, 100) == 0.3
 
 
+def _flip_pad_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The augmentation by its definition: flip, reflect-pad, crop (on floats)."""
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    flips = torch.rand(n, generator=generator) < 0.5
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    x = torch.where(flips.view(n, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    return torch.stack([padded[i, :, r:r + h, c:c + w] for i, (r, c) in enumerate(shifts.tolist())])
+
+
+def test_flip_crop_on_uint8_is_flip_pad_crop_bit_for_bit():
+    images = torch.randint(0, 256, (64, 3, 9, 11), dtype=torch.uint8)  # not square: rows and columns apart
+    for seed in range(3):
+        got = flip_crop(images, torch.Generator().manual_seed(seed))
+        want = _flip_pad_crop(images.float(), torch.Generator().manual_seed(seed))
+        assert got.dtype == torch.uint8 and torch.equal(got.float(), want)
+
+
 def test_flip_crop_keeps_shape_and_content():
     x = torch.rand(8, 3, 16, 16)
     y = flip_crop(x, torch.Generator().manual_seed(0))

@@ -88,13 +88,10 @@ def stage(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def to_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images -> float [0, 1] on the device, in the layout of memory_format()."""
-    return in_layout(batch_u8.to(device, non_blocking=True).float().div_(255))
+    """uint8 images -> float [0, 1] on the device, in the layout of memory_format() (the
+    conversion and the layout in one copy)."""
+    return batch_u8.to(device, non_blocking=True).to(dtype=torch.float32, memory_format=memory_format()).div_(255)
 
-
-def in_layout(x: torch.Tensor) -> torch.Tensor:
-    """An image batch in the layout of memory_format() (augmentation may return another)."""
-    return x.contiguous(memory_format=memory_format())
 
 
 def describe(device: torch.device) -> str:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.core.augment import cut_mix, flip_crop
-from meca_cli.core.device import autocast, in_layout, prepare_model, stage, to_float
+from meca_cli.core.device import autocast, prepare_model, stage, to_float
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
 
@@ -162,9 +162,8 @@ def fit(
                     break
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, epoch * steps_per_epoch + b, total)
-                x = to_float(images[idx], device)
-                if cfg.augment:
-                    x = in_layout(flip_crop(x, gen))
+                batch = images[idx].to(device, non_blocking=True)
+                x = to_float(flip_crop(batch, gen) if cfg.augment else batch, device)  # augmented on the device, as uint8
                 y = labels[idx].to(device)
                 w = weights[idx].to(device)
                 mixed = cutmix > 0 and float(torch.rand(1, generator=gen)) < cutmix
