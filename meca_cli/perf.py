@@ -105,7 +105,10 @@ def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str
     from statistics import median
 
     opts = [*(["--epochs", str(epochs)] if epochs else []), "--device", "cpu", "--format", "json", *extra]
-    train_once = lambda: _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))  # noqa: E731
+
+    def train_once() -> dict:
+        return _run_child(_meca("train", str(data), "-o", str(run / "plain-train"), "--force", *opts))
+
     trains = [train_once()]
     pairs = []
     for _ in range(repeats):

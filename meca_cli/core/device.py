@@ -93,7 +93,6 @@ def to_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch_u8.to(device, non_blocking=True).to(dtype=torch.float32, memory_format=memory_format()).div_(255)
 
 
-
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} / {torch.cuda.get_device_name(device)}"

@@ -21,6 +21,7 @@ from torch import nn
 
 from meca_cli.core.augment import cut_mix, flip_crop
 from meca_cli.core.device import autocast, prepare_model, stage, to_float
+from meca_cli.core.fold import inference_model
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
 
@@ -201,8 +202,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
     """Logits (float32, CPU) for images[indices] in eval mode, BatchNorm folded (core.fold);
     fold=False runs the model's own modules, for a hook on one of them. Batches of 256 were
     the fastest measured on a 2-core CPU (smallcnn: 1.4x those of 512, which fall out of cache)."""
-    from meca_cli.core.fold import inference_model
-
     model = inference_model(model, device) if fold else prepare_model(model, device).eval()
     images = stage(images, device)
     pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
@@ -223,14 +222,12 @@ def predict_with_features(model: nn.Module, images: torch.Tensor, device: torch.
                           indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, features) for images[indices] in one pass; features are the input of the
     model's last linear layer (its representation, any architecture), float32 on the CPU."""
-    from meca_cli.core.fold import inference_model
-
     model = inference_model(model, device)  # folded once here; the hook goes on this copy
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     captured: list[torch.Tensor] = []
     handle = last.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().float().cpu()))
     try:
-        logits = predict_logits(model, images, device, indices=indices)
+        logits = predict_logits(model, images, device, indices=indices, fold=False)  # already folded
     finally:
         handle.remove()
     return logits, torch.cat(captured) if captured else torch.empty(0, 0)
