@@ -79,6 +79,9 @@ class RelabelConfig(_Params):
     keep_lost_class: bool = True
     lost_class_share: float = 0.75  # a class with at least this share suspected counts as lost (measured)
     neighbours: int = 10  # k of that nearest-neighbour comparison
+    # A suspect keeps its label when its distance to the suspects is under this times its
+    # distance to the clean split (1: whichever is nearer; core.relabel.own_class_suspects).
+    lost_class_margin: float = 1.0
     # A suspect keeping its label while the enhanced model still gives that label this much
     # is left out of the final training (clean-label poison; core.relabel.held_suspects).
     drop_held: bool = True

@@ -504,7 +504,8 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         net, meta = load_checkpoint(clean_model, dataset, device)
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
-                                   cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share)
+                                   cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share,
+                                   cfg.lost_class_margin)
         held = torch.zeros(len(dataset), dtype=torch.bool)
         if drop and len(sus):
             enhanced, _ = load_checkpoint(enhanced_model, dataset, device)

@@ -35,6 +35,20 @@ def test_own_class_suspects_keeps_the_class_and_not_the_poison():
     assert keep.nonzero().squeeze(1).tolist() == [6, 7, 8]
 
 
+
+def test_own_class_suspects_margin_keeps_only_the_clearly_nearer():
+    # A clean image at x = 0 and four suspects of the flagged class 1. The one at 4.6 is
+    # 4.4 from its nearest fellow suspect (9) and 4.6 from the clean image: nearer the
+    # suspects, but not by the margin of 0.9. The others are far nearer the suspects.
+    feats = torch.tensor([[0.0], [10.0], [10.0], [9.0], [4.6]])
+    labels = torch.tensor([0, 1, 1, 1, 1])
+    suspected = torch.tensor([False, True, True, True, True])
+    shipped = own_class_suspects(feats, suspected, labels, [1], k=1)
+    strict = own_class_suspects(feats, suspected, labels, [1], k=1, margin=0.9)
+    assert shipped.nonzero().squeeze(1).tolist() == [1, 2, 3, 4]
+    assert strict.nonzero().squeeze(1).tolist() == [1, 2, 3]
+
+
 class Tiny(nn.Module):
     """Features = the first two input values; logits = a fixed linear map of them."""
 

@@ -55,23 +55,24 @@ def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_se
 
 
 def own_class_suspects(features: torch.Tensor, suspected: torch.Tensor, labels: torch.Tensor,
-                       classes: list[int], k: int) -> torch.Tensor:
-    """Boolean mask over all samples: suspects labelled with one of `classes` that are nearer
-    to the other suspects than to the clean split (features of every sample, row-aligned)."""
+                       classes: list[int], k: int, margin: float = RelabelConfig.lost_class_margin) -> torch.Tensor:
+    """Boolean mask over all samples: suspects labelled with one of `classes` whose distance
+    to the other suspects is under `margin` times their distance to the clean split
+    (features of every sample, row-aligned; margin 1: nearer the suspects)."""
     keep = torch.zeros(len(labels), dtype=torch.bool)
     candidates = suspected & torch.isin(labels, torch.tensor(classes, dtype=torch.int64))
     if not bool(candidates.any()) or not bool((~suspected).any()):
         return keep
     to_clean = mean_knn_distance(features[candidates], features[~suspected], k)
     to_suspects = mean_knn_distance(features[candidates], features[suspected], k, skip_self=True)
-    keep[candidates.nonzero().squeeze(1)] = to_suspects < to_clean
+    keep[candidates.nonzero().squeeze(1)] = to_suspects < margin * to_clean
     return keep
 
 
 def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor,
             device: torch.device, num_classes: int | None = None, keep_lost_class: bool = True,
             neighbours: int = 10, lost_share: float = RelabelConfig.lost_class_share,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            margin: float = RelabelConfig.lost_class_margin) -> tuple[torch.Tensor, torch.Tensor]:
     """The full label vector (given labels for the clean split, predictions for the
     suspects) and the mask of suspects that keep their given label (see the module doc)."""
     new = labels.clone()
@@ -88,7 +89,7 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     # The rule needs every sample's features; the suspects' predictions come from the same pass.
     logits, features = predict_with_features(clean_model, images, device)
     new[suspected] = logits[suspected].argmax(1)
-    kept = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours)
+    kept = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours, margin)
     new[kept] = labels[kept]
     return new, kept
 
