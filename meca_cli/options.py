@@ -64,3 +64,6 @@ HeldConfidence = Annotated[float, typer.Option(min=0, max=1, help="Enhanced-mode
                                                                   "which --drop-held leaves a suspect out.")]
 LostClassShare = Annotated[float, typer.Option(min=0, max=1, help="Share of a class suspected at which --keep-lost-class "
                                                                   "treats it as lost.")]
+LostClassMargin = Annotated[float, typer.Option(min=0, help="A lost class's suspect keeps its label when its distance to the other "
+                                                            "suspects is under this times its distance to the clean split. Under 1 "
+                                                            "keeps less poison and fewer of the class's own images (BENCHMARKS.md, Ablation).")]

@@ -122,6 +122,16 @@ def test_the_clean_model_trains_its_fraction_of_the_epochs(runner, tmp_path):
     assert json.loads((run / "train-poisoned/manifest.json").read_text())["summary"]["epochs"] == 2  # 1/3 of 5
 
 
+
+def test_sanitize_passes_the_lost_class_margin_to_relabel(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    args = ["sanitize", str(data), "--out", str(run), *FAST, "--epochs", "1", "--min-steps", "0",
+            "--lost-class-margin", "0.9"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads((run / "relabel/manifest.json").read_text())["params"]["lost_class_margin"] == 0.9
+
 def test_steps_chain_by_hand_and_through_stdin(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)
