@@ -82,6 +82,9 @@ class RelabelConfig(_Params):
     # A suspect keeps its label when its distance to the suspects is under this times its
     # distance to the clean split (1: whichever is nearer; core.relabel.own_class_suspects).
     lost_class_margin: float = 1.0
+    # Between lost_class_leave_out x that bound and the bound itself, a suspect is in doubt and
+    # is left out of the final training, neither kept nor relabelled (1: none is).
+    lost_class_leave_out: float = 1.0
     # A suspect keeping its label while the enhanced model still gives that label this much
     # is left out of the final training (clean-label poison; core.relabel.held_suspects).
     drop_held: bool = True

@@ -505,7 +505,8 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
                                    cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share,
-                                   cfg.lost_class_margin)
+                                   cfg.lost_class_margin, cfg.lost_class_leave_out)
+        doubt = new == DROPPED
         held = torch.zeros(len(dataset), dtype=torch.bool)
         if drop and len(sus):
             enhanced, _ = load_checkpoint(enhanced_model, dataset, device)
@@ -514,11 +515,15 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
             new[held] = DROPPED
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,
                   ((i, dataset.scan.paths[i], int(dataset.labels[i]), int(new[i])) for i in range(len(dataset))))
-        summary = {"relabeled": len(sus), "changed": int(((new != dataset.labels) & ~held).sum()),
-                   "kept_label": int((kept & ~held).sum()), "dropped": int(held.sum())}
+        left_out = new == DROPPED
+        summary = {"relabeled": len(sus), "changed": int(((new != dataset.labels) & ~left_out).sum()),
+                   "kept_label": int((kept & ~held).sum()), "dropped": int(left_out.sum())}
         if bool(kept.any()):
             info(f"relabel: {int(kept.sum())} suspects of a class flagged almost whole keep their label "
                  "(nearer the other suspects than the clean split)")
+        if bool(doubt.any()):
+            info(f"relabel: {int(doubt.sum())} suspects of such a class left out of the final training: "
+                 "too near the clean split to keep their label, too near the suspects to be relabelled")
         if bool(held.any()):
             info(f"relabel: {int(held.sum())} suspects left out of the final training: they keep their label while "
                  f"the enhanced model still gives it >= {cfg.held_confidence:g} (new_label {DROPPED})")
@@ -526,7 +531,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
             ft = TrainConfig(epochs=cfg.finetune_epochs, min_steps=0, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
                              seed=cfg.seed + 17)
             summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new,
-                                                (~held).nonzero().squeeze(1) if bool(held.any()) else None,
+                                                (~left_out).nonzero().squeeze(1) if bool(left_out.any()) else None,
                                                 Path(clean_model), step.fingerprint, "relabel")
         else:
             from meca_cli.store.checkpoint import save_model

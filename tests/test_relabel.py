@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from meca_cli.core.relabel import held_suspects, mean_knn_distance, own_class_suspects, relabel
+from meca_cli.core.relabel import DROPPED, held_suspects, mean_knn_distance, own_class_suspects, relabel
 from meca_cli.core.train import predict_logits, predict_with_features
 
 
@@ -31,8 +31,9 @@ def test_own_class_suspects_keeps_the_class_and_not_the_poison():
     feats = torch.tensor([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2], [20.0], [20.1], [20.2], [0.15], [0.05]])
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
     suspected = torch.tensor([False] * 6 + [True] * 5)
-    keep = own_class_suspects(feats, suspected, labels, [2], k=2)
+    keep, doubt = own_class_suspects(feats, suspected, labels, [2], k=2)
     assert keep.nonzero().squeeze(1).tolist() == [6, 7, 8]
+    assert not bool(doubt.any())  # lost_class_leave_out 1: no band of doubt
 
 
 
@@ -43,10 +44,14 @@ def test_own_class_suspects_margin_keeps_only_the_clearly_nearer():
     feats = torch.tensor([[0.0], [10.0], [10.0], [9.0], [4.6]])
     labels = torch.tensor([0, 1, 1, 1, 1])
     suspected = torch.tensor([False, True, True, True, True])
-    shipped = own_class_suspects(feats, suspected, labels, [1], k=1)
-    strict = own_class_suspects(feats, suspected, labels, [1], k=1, margin=0.9)
+    shipped, _ = own_class_suspects(feats, suspected, labels, [1], k=1)
+    strict, doubt = own_class_suspects(feats, suspected, labels, [1], k=1, margin=0.9)
     assert shipped.nonzero().squeeze(1).tolist() == [1, 2, 3, 4]
     assert strict.nonzero().squeeze(1).tolist() == [1, 2, 3]
+    assert not bool(doubt.any())  # relabelled, not left out
+    kept, doubt = own_class_suspects(feats, suspected, labels, [1], k=1, leave_out=0.9)
+    assert kept.nonzero().squeeze(1).tolist() == [1, 2, 3]
+    assert doubt.nonzero().squeeze(1).tolist() == [4]  # nearer the suspects, but not by 0.9: left out
 
 
 class Tiny(nn.Module):
@@ -87,6 +92,9 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
                         neighbours=1)
     assert kept.nonzero().squeeze(1).tolist() == [4, 5]
     assert new.tolist() == [0, 0, 1, 1, 2, 2, 0]  # the poison still gets the clean model's label
+    # With a band of doubt as wide as the rule, its own images are left out instead (DROPPED).
+    new, kept = relabel(Tiny(), images, labels, suspected, torch.device("cpu"), 3, neighbours=1, leave_out=1e-6)
+    assert not kept.any() and new.tolist() == [0, 0, 1, 1, DROPPED, DROPPED, 0]
 
 
 def _probs(labels: torch.Tensor, conf: torch.Tensor, classes: int = 3) -> torch.Tensor:

@@ -5,7 +5,9 @@ that class and calls its images by the nearest class it knows, so the final mode
 lose the class. Among such a class's suspects, a poison (say, an airplane carrying a
 trigger) still has clean neighbours of its true class in the clean model's feature space,
 while an image that really belongs to the class has none of its kind: its nearest
-neighbours are other suspects. Those keep their given label.
+neighbours are other suspects. Those keep their given label (`lost_class_margin`: how much
+nearer; with `lost_class_leave_out` under 1, the ones only a little nearer are left out of
+the final training instead, neither kept nor relabelled).
 
 That exception cannot tell a clean-label poison (a real image of the class carrying a
 trigger) from the class's own images, and neither can the clean model, which calls both by
@@ -55,26 +57,33 @@ def mean_knn_distance(queries: torch.Tensor, pool: torch.Tensor, k: int, skip_se
 
 
 def own_class_suspects(features: torch.Tensor, suspected: torch.Tensor, labels: torch.Tensor,
-                       classes: list[int], k: int, margin: float = RelabelConfig.lost_class_margin) -> torch.Tensor:
-    """Boolean mask over all samples: suspects labelled with one of `classes` whose distance
-    to the other suspects is under `margin` times their distance to the clean split
-    (features of every sample, row-aligned; margin 1: nearer the suspects)."""
+                       classes: list[int], k: int, margin: float = RelabelConfig.lost_class_margin,
+                       leave_out: float = RelabelConfig.lost_class_leave_out) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two boolean masks over all samples, for the suspects labelled with one of `classes`
+    (features of every sample, row-aligned). Kept: their distance to the other suspects is
+    under `leave_out` x `margin` times their distance to the clean split. In doubt: not kept,
+    but under `margin` times it (none when leave_out is 1). Margin 1: nearer the suspects."""
     keep = torch.zeros(len(labels), dtype=torch.bool)
+    doubt = torch.zeros(len(labels), dtype=torch.bool)
     candidates = suspected & torch.isin(labels, torch.tensor(classes, dtype=torch.int64))
     if not bool(candidates.any()) or not bool((~suspected).any()):
-        return keep
+        return keep, doubt
     to_clean = mean_knn_distance(features[candidates], features[~suspected], k)
     to_suspects = mean_knn_distance(features[candidates], features[suspected], k, skip_self=True)
-    keep[candidates.nonzero().squeeze(1)] = to_suspects < margin * to_clean
-    return keep
+    rows = candidates.nonzero().squeeze(1)
+    keep[rows] = to_suspects < leave_out * margin * to_clean
+    doubt[rows] = ~keep[rows] & (to_suspects < margin * to_clean)
+    return keep, doubt
 
 
 def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor,
             device: torch.device, num_classes: int | None = None, keep_lost_class: bool = True,
             neighbours: int = 10, lost_share: float = RelabelConfig.lost_class_share,
-            margin: float = RelabelConfig.lost_class_margin) -> tuple[torch.Tensor, torch.Tensor]:
+            margin: float = RelabelConfig.lost_class_margin,
+            leave_out: float = RelabelConfig.lost_class_leave_out) -> tuple[torch.Tensor, torch.Tensor]:
     """The full label vector (given labels for the clean split, predictions for the
-    suspects) and the mask of suspects that keep their given label (see the module doc)."""
+    suspects, DROPPED for a lost class's suspects in doubt) and the mask of suspects that
+    keep their given label (see the module doc)."""
     new = labels.clone()
     kept = torch.zeros(len(labels), dtype=torch.bool)
     if not len(suspected):
@@ -89,8 +98,9 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     # The rule needs every sample's features; the suspects' predictions come from the same pass.
     logits, features = predict_with_features(clean_model, images, device)
     new[suspected] = logits[suspected].argmax(1)
-    kept = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours, margin)
+    kept, doubt = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours, margin, leave_out)
     new[kept] = labels[kept]
+    new[doubt] = DROPPED
     return new, kept
 
 
