@@ -73,6 +73,9 @@ class SplitConfig(_Params):
 class RelabelConfig(_Params):
     finetune_epochs: int = 4  # short schedule over the whole relabelled set
     finetune_lr: float = 0.01  # low lr: adjust the clean model, do not retrain it
+    # Each fine-tune epoch trains every suspect it keeps and a fresh random share of the clean
+    # split (1: all of it). The clean model already knows the clean split; the suspects are new.
+    finetune_clean_share: float = 1.0
     # Suspects of a class the split flagged (almost) whole keep their label when the clean
     # model's features put them nearer the other suspects than the clean split (core.relabel).
     # Measured: without it the final model loses that class (BENCHMARKS.md, target ACC).

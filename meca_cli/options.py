@@ -67,3 +67,5 @@ LostClassShare = Annotated[float, typer.Option(min=0, max=1, help="Share of a cl
 LostClassMargin = Annotated[float, typer.Option(min=0, help="A lost class's suspect keeps its label when its distance to the other "
                                                             "suspects is under this times its distance to the clean split. Under 1 "
                                                             "keeps less poison and fewer of the class's own images (BENCHMARKS.md, Ablation).")]
+FinetuneCleanShare = Annotated[float, typer.Option(min=0.01, max=1, help="Each fine-tuning epoch trains every suspect and this "
+                                                              "share of the clean split, drawn afresh (under 1: a shorter fine-tune).")]

@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from meca_cli.errors import ArtifactError, ConfigError
 from meca_cli.store.artifacts import (parse_float, parse_int, read_csv, read_index_list, sha256_file, write_csv,
                                       write_index_list)
 from meca_cli.store.manifest import Step
+
+if TYPE_CHECKING:
+    from meca_cli.core.train import Subsample
 
 SCORES_COLUMNS = ("index", "path", "label", "kl", "pred", "loss", "conf")
 SPLIT_COLUMNS = ("index", "path", "label", "enhanced_pred", "enhanced_conf", "kl", "verdict")
@@ -170,7 +174,7 @@ def read_label_table(path: Path, n: int, num_classes: int) -> torch.Tensor:
 
 
 def _fit_and_save(dataset: ImageSet, out: Path, arch: str, cfg: TrainConfig, device: torch.device,
-                  labels: torch.Tensor, indices: torch.Tensor | None, init: Path | None, tag: str,
+                  labels: torch.Tensor, indices: torch.Tensor | Subsample | None, init: Path | None, tag: str,
                   step_name: str) -> dict:
     from meca_cli.core.models import build_model
     from meca_cli.core.train import fit
@@ -485,7 +489,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
 
     With the enhanced model (and `cfg.drop_held`), suspects it still holds at near-certainty
     under their given label are left out instead (core.relabel.held_suspects)."""
-    from meca_cli.core.relabel import DROPPED, held_suspects
+    from meca_cli.core.relabel import DROPPED, finetune_pool, held_suspects
     from meca_cli.core.relabel import relabel as relabel_labels
     from meca_cli.core.train import predict_logits
 
@@ -531,7 +535,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
             ft = TrainConfig(epochs=cfg.finetune_epochs, min_steps=0, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
                              seed=cfg.seed + 17)
             summary["finetune"] = _fit_and_save(dataset, Path(out), meta.arch, ft, device, new,
-                                                (~left_out).nonzero().squeeze(1) if bool(left_out.any()) else None,
+                                                finetune_pool(new, sus, cfg.finetune_clean_share),
                                                 Path(clean_model), step.fingerprint, "relabel")
         else:
             from meca_cli.store.checkpoint import save_model

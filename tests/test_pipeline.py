@@ -132,6 +132,23 @@ def test_sanitize_passes_the_lost_class_margin_to_relabel(runner, tmp_path):
     assert runner.invoke(app, args).exit_code == 0
     assert json.loads((run / "relabel/manifest.json").read_text())["params"]["lost_class_margin"] == 0.9
 
+
+def test_the_fine_tune_trains_every_suspect_and_its_share_of_the_clean_split(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    args = ["sanitize", str(data), "--out", str(run), *FAST, "--epochs", "1", "--min-steps", "0",
+            "--finetune-clean-share", "0.5"]
+    assert runner.invoke(app, args).exit_code == 0
+    manifest = json.loads((run / "relabel/manifest.json").read_text())
+    assert manifest["params"]["finetune_clean_share"] == 0.5
+    rows = list(csv.DictReader((run / "relabel/relabeled.csv").open()))
+    suspects = set(map(int, (run / "split/suspected.idx").read_text().split()))
+    trained = [r for r in rows if r["new_label"] != "-1"]
+    clean = sum(int(r["index"]) not in suspects for r in trained)
+    assert manifest["summary"]["finetune"]["samples"] == len(trained) - clean + round(0.5 * clean)
+
+
 def test_steps_chain_by_hand_and_through_stdin(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)

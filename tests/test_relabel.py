@@ -128,3 +128,19 @@ def test_a_class_the_enhanced_model_collapsed_onto_keeps_its_held_suspects():
     assert held.nonzero().squeeze(1).tolist() == [20, 21, 22]
     probs[20:] = torch.tensor([0.0, 0.0, 1.0])
     assert held_suspects(labels.clone(), labels, suspected, probs, 0.999).nonzero().squeeze(1).tolist() == list(range(20, 30))
+
+
+def test_the_fine_tune_trains_every_suspect_and_a_share_of_the_clean_split():
+    from meca_cli.core.relabel import finetune_pool
+    from meca_cli.core.train import Subsample
+
+    new = torch.tensor([0, 1, 2, DROPPED, 1, 0, 2, 1])
+    suspected = torch.tensor([2, 3, 4])
+    assert finetune_pool(torch.tensor([0, 1, 2, 1]), suspected[:1], 1.0) is None  # nothing left out: all
+    assert finetune_pool(new, suspected, 1.0).tolist() == [0, 1, 2, 4, 5, 6, 7]  # all but the left-out one
+    pool = finetune_pool(new, suspected, 0.5)
+    assert isinstance(pool, Subsample)
+    assert pool.always.tolist() == [2, 4]  # the suspects, not the left-out one
+    assert pool.sampled.tolist() == [0, 1, 5, 6, 7]
+    assert len(pool) == 2 + 2  # round(0.5 x 5)
+    assert set(pool.draw(torch.Generator().manual_seed(0)).tolist()) >= {2, 4}

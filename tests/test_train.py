@@ -176,3 +176,32 @@ def test_epochs_split_into_even_batches_with_no_straggler():
         cfg = TrainConfig(epochs=2, min_steps=0, batch_size=16, even_batches=even, augment=False)
         fit(model, images, labels, cfg, torch.device("cpu"))
         assert model.sizes == expected * 2
+
+
+def test_a_subsample_trains_all_of_one_part_and_a_fresh_share_of_the_other(monkeypatch):
+    from meca_cli.core import train as train_module
+    from meca_cli.core.train import Subsample
+
+    images, labels = _data(n=60)
+    always, sampled = torch.arange(0, 12), torch.arange(12, 60)
+    marks = {tuple(images[i, 0, 0].tolist()): i for i in range(len(images))}  # each image's first row
+    assert len(marks) == len(images)
+    seen: list[set[int]] = [set()]  # the images of each epoch
+    real_flip_crop = train_module.flip_crop
+
+    def spy(batch, gen):
+        seen[-1].update(marks[tuple(row.tolist())] for row in batch[:, 0, 0])
+        return real_flip_crop(batch, gen)
+
+    monkeypatch.setattr(train_module, "flip_crop", spy)
+    pool = Subsample(always, sampled, 0.25)
+    assert len(pool) == 12 + 12
+    cfg = TrainConfig(epochs=3, min_steps=0, batch_size=8, lr=0.05, seed=3, augment=True)
+    torch.manual_seed(0)
+    fit(build_model("smallcnn", 3, 16), images, labels, cfg, torch.device("cpu"), indices=pool,
+        on_epoch=lambda e, m: seen.append(set()))
+    epochs = seen[:3]
+    for ids in epochs:
+        assert set(always.tolist()) <= ids  # every epoch: all of `always`
+        assert len(ids - set(always.tolist())) == 12  # and a quarter of the rest
+    assert len(set.union(*epochs)) > 24  # drawn afresh each epoch

@@ -29,7 +29,7 @@ from torch import nn
 
 from meca_cli.config import RelabelConfig
 from meca_cli.core.partition import mostly_suspected_classes
-from meca_cli.core.train import predict_logits, predict_with_features
+from meca_cli.core.train import Subsample, predict_logits, predict_with_features
 
 # Entries of the distance matrix held at once (64 MiB of float32), whatever the pool's size:
 # a fixed count of query rows would grow with the data set (1,024 rows x 1M images: 4 GiB).
@@ -117,3 +117,16 @@ def held_suspects(new: torch.Tensor, labels: torch.Tensor, suspected: torch.Tens
     foreign = labels.view(-1, 1) != torch.arange(enhanced_probs.shape[1]).view(1, -1)
     foreign_held = (confident & foreign).sum(0) / foreign.sum(0).clamp(min=1)
     return held & ~(foreign_held > MAX_FOREIGN_HELD)[labels]
+
+
+def finetune_pool(new: torch.Tensor, suspected: torch.Tensor,
+                  clean_share: float = RelabelConfig.finetune_clean_share) -> torch.Tensor | Subsample | None:
+    """What the fine-tune trains on: every sample not left out (None: all of them), or under
+    `clean_share` 1, each epoch all of the suspects not left out and that share of the rest."""
+    trained = new != DROPPED
+    if clean_share >= 1:
+        return trained.nonzero().squeeze(1) if not bool(trained.all()) else None
+    is_suspect = torch.zeros(len(new), dtype=torch.bool)
+    is_suspect[torch.as_tensor(suspected, dtype=torch.int64)] = True
+    return Subsample((trained & is_suspect).nonzero().squeeze(1), (trained & ~is_suspect).nonzero().squeeze(1),
+                     clean_share)

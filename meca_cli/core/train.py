@@ -12,6 +12,7 @@ from the state saved after epoch e is bitwise identical on CPU to one never inte
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -108,6 +109,23 @@ def load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, tag: st
     return int(meta.get("epoch", "0"))
 
 
+@dataclass(frozen=True)
+class Subsample:
+    """A training pool drawn afresh every epoch: all of `always` and a random `share` of
+    `sampled` (the fine-tune's suspects and its clean split), the same size each epoch."""
+
+    always: torch.Tensor
+    sampled: torch.Tensor
+    share: float
+
+    def __len__(self) -> int:
+        return len(self.always) + round(self.share * len(self.sampled))
+
+    def draw(self, gen: torch.Generator) -> torch.Tensor:
+        take = torch.randperm(len(self.sampled), generator=gen)[:round(self.share * len(self.sampled))]
+        return torch.cat([self.always, self.sampled[take]])
+
+
 # ---- the loop ---------------------------------------------------------------------------------
 
 
@@ -117,7 +135,7 @@ def fit(
     labels: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
-    indices: torch.Tensor | None = None,
+    indices: torch.Tensor | Subsample | None = None,
     sample_weights: torch.Tensor | None = None,
     ascent_ceiling: float = math.inf,
     unlearn: str = "ascent",
@@ -128,6 +146,7 @@ def fit(
     cutmix: float = 0.0,
 ) -> nn.Module:
     """Train `model` on images[indices] with labels, in place; returns the (unwrapped) model.
+    With a Subsample for indices, each epoch trains on a fresh draw of it.
 
     sample_weights (per sample of the whole set) default to 1; negative weights unlearn.
     With state_path, progress is saved after every epoch and picked up on the next call.
@@ -141,10 +160,14 @@ def fit(
     opt = make_optimizer(model, cfg)
     start = load_state(state_path, model, opt, state_tag) if state_path else 0
     train_model = dist.wrap_ddp(model, device)
-    pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+    if isinstance(indices, Subsample):
+        pool_size = len(indices)
+    else:
+        pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        pool_size = len(pool)
     weights = torch.ones(len(images)) if sample_weights is None else sample_weights.float()
     rank, world = dist.rank(), dist.world_size()
-    per_rank = len(pool) // world  # equal shards keep DDP's collective calls in step
+    per_rank = pool_size // world  # equal shards keep DDP's collective calls in step
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
     epochs = effective_epochs(cfg, steps_per_epoch)
     total = steps_per_epoch * epochs
@@ -152,6 +175,8 @@ def fit(
         bar.advance(steps_per_epoch * start)
         for epoch in range(start, epochs):
             gen = epoch_generator(cfg.seed, epoch)
+            if isinstance(indices, Subsample):
+                pool = indices.draw(gen)  # every rank draws the same pool from the same generator
             order = pool[torch.randperm(len(pool), generator=gen)][rank * per_rank:(rank + 1) * per_rank]
             train_model.train()
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
