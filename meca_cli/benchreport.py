@@ -294,6 +294,20 @@ def rounds_section(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _seed_groups(runs: list[dict], attacks: list[str]) -> list[tuple[list[str], list[int]]]:
+    """(attacks, seeds) per command that reproduces `runs`: every attack at the seeds all of them
+    have, then the attacks with more seeds (say, extra clean controls) at their extra seeds."""
+    seeds_of = {a: sorted({r["seed"] for r in runs if r["attack"] == a}) for a in attacks}
+    common = sorted(set.intersection(*(set(s) for s in seeds_of.values()))) if attacks else []
+    extra: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for a in attacks:
+        more = tuple(s for s in seeds_of[a] if s not in common)
+        if more:
+            extra[more].append(a)
+    groups = [(attacks, common)] if common else []
+    return groups + [(a, list(s)) for s, a in extra.items()]
+
+
 def _protocol_flags(name: str) -> tuple[str, str]:
     """'cifar10-small[epochs=2,per_class=10]' -> ('cifar10-small', ' --epochs 2 --per-class 10')."""
     if "[" not in name:
@@ -449,9 +463,9 @@ def render_all(result_files: list[Path]) -> str:
         seeds = sorted({r["seed"] for r in runs})
         attacks = sorted({r["attack"] for r in runs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
         base, extra = _protocol_flags(name)
-        out += [f"## {name}", "", note + ".", "",
-                f"Reproduce: `meca bench --protocol {base} --attacks {','.join(attacks)} "
-                f"--seeds {','.join(map(str, seeds))}{extra}`", ""]
+        commands = [f"`meca bench --protocol {base} --attacks {','.join(a)} --seeds {','.join(map(str, s))}{extra}`"
+                    for a, s in _seed_groups(runs, attacks)]
+        out += [f"## {name}", "", note + ".", "", f"Reproduce: {'; then '.join(commands)}", ""]
         for start in sorted({r["measured_from"] for r in runs if r.get("measured_from")}):
             redone = [r for r in runs if r.get("measured_from") == start]
             again = [a for a in attacks if any(r["attack"] == a for r in redone)]

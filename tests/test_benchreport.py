@@ -179,3 +179,12 @@ def test_ablations_of_one_protocol_in_several_files_make_one_section(tmp_path):
     text = render_all(files)
     assert text.count("## Ablation (p)") == 1
     assert "| value | badnet | tact |" in text
+
+
+def test_the_reproduce_line_names_extra_seeds_of_one_attack_apart():
+    from meca_cli.benchreport import _seed_groups
+
+    runs = [{"attack": a, "seed": s} for a in ("badnet", "clean") for s in (0, 1)]
+    runs += [{"attack": "clean", "seed": s} for s in (2, 3)]
+    assert _seed_groups(runs, ["badnet", "clean"]) == [(["badnet", "clean"], [0, 1]), (["clean"], [2, 3])]
+    assert _seed_groups(runs[:4], ["badnet", "clean"]) == [(["badnet", "clean"], [0, 1])]
