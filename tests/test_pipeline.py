@@ -122,26 +122,17 @@ def test_the_clean_model_trains_its_fraction_of_the_epochs(runner, tmp_path):
     assert json.loads((run / "train-poisoned/manifest.json").read_text())["summary"]["epochs"] == 2  # 1/3 of 5
 
 
-
-def test_sanitize_passes_the_lost_class_margin_to_relabel(runner, tmp_path):
+def test_sanitize_passes_its_relabel_options_and_the_fine_tune_trains_its_share(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)
     run = tmp_path / "run"
     args = ["sanitize", str(data), "--out", str(run), *FAST, "--epochs", "1", "--min-steps", "0",
-            "--lost-class-margin", "0.9"]
-    assert runner.invoke(app, args).exit_code == 0
-    assert json.loads((run / "relabel/manifest.json").read_text())["params"]["lost_class_margin"] == 0.9
-
-
-def test_the_fine_tune_trains_every_suspect_and_its_share_of_the_clean_split(runner, tmp_path):
-    data = tmp_path / "data"
-    make_image_folder(data, classes=3, per_class=12)
-    run = tmp_path / "run"
-    args = ["sanitize", str(data), "--out", str(run), *FAST, "--epochs", "1", "--min-steps", "0",
-            "--finetune-clean-share", "0.5"]
+            "--lost-class-margin", "0.9", "--finetune-clean-share", "0.5"]
     assert runner.invoke(app, args).exit_code == 0
     manifest = json.loads((run / "relabel/manifest.json").read_text())
+    assert manifest["params"]["lost_class_margin"] == 0.9
     assert manifest["params"]["finetune_clean_share"] == 0.5
+    # The fine-tune trains every suspect not left out and half of the clean split.
     rows = list(csv.DictReader((run / "relabel/relabeled.csv").open()))
     suspects = set(map(int, (run / "split/suspected.idx").read_text().split()))
     trained = [r for r in rows if r["new_label"] != "-1"]
