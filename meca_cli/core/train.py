@@ -118,12 +118,15 @@ class Subsample:
     sampled: torch.Tensor
     share: float
 
+    @property
+    def drawn(self) -> int:  # of `sampled`, each epoch
+        return round(self.share * len(self.sampled))
+
     def __len__(self) -> int:
-        return len(self.always) + round(self.share * len(self.sampled))
+        return len(self.always) + self.drawn
 
     def draw(self, gen: torch.Generator) -> torch.Tensor:
-        take = torch.randperm(len(self.sampled), generator=gen)[:round(self.share * len(self.sampled))]
-        return torch.cat([self.always, self.sampled[take]])
+        return torch.cat([self.always, self.sampled[torch.randperm(len(self.sampled), generator=gen)[:self.drawn]]])
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -161,10 +164,10 @@ def fit(
     start = load_state(state_path, model, opt, state_tag) if state_path else 0
     train_model = dist.wrap_ddp(model, device)
     if isinstance(indices, Subsample):
-        pool_size = len(indices)
+        pool_size, pool_of = len(indices), indices.draw  # every rank draws the same pool from the same generator
     else:
-        pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
-        pool_size = len(pool)
+        fixed = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        pool_size, pool_of = len(fixed), lambda _gen: fixed
     weights = torch.ones(len(images)) if sample_weights is None else sample_weights.float()
     rank, world = dist.rank(), dist.world_size()
     per_rank = pool_size // world  # equal shards keep DDP's collective calls in step
@@ -175,8 +178,7 @@ def fit(
         bar.advance(steps_per_epoch * start)
         for epoch in range(start, epochs):
             gen = epoch_generator(cfg.seed, epoch)
-            if isinstance(indices, Subsample):
-                pool = indices.draw(gen)  # every rank draws the same pool from the same generator
+            pool = pool_of(gen)
             order = pool[torch.randperm(len(pool), generator=gen)][rank * per_rank:(rank + 1) * per_rank]
             train_model.train()
             sums = {"loss": 0.0, "correct": 0, "seen": 0}
