@@ -77,6 +77,10 @@ class RelabelConfig(_Params):
     # split (1: all of it). The clean model already knows the clean split; the suspects are new.
     # Measured: 0.25 halves step 7, and costs 0.56 points of final ACC and 0.5 of ASR (BENCHMARKS.md).
     finetune_clean_share: float = 1.0
+    # A suspect the clean model would give another label gets it only at this confidence or
+    # above; under it the suspect is left out of the fine-tune (0: every suspect is relabelled).
+    # On a clean folder every change of label is a mistake of the clean model.
+    relabel_confidence: float = 0.0
     # Suspects of a class the split flagged (almost) whole keep their label when the clean
     # model's features put them nearer the other suspects than the clean split (core.relabel).
     # Measured: without it the final model loses that class (BENCHMARKS.md, target ACC).

@@ -509,7 +509,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         sus = torch.tensor(read_index_list(suspected, limit=len(dataset)), dtype=torch.int64)
         new, kept = relabel_labels(net, dataset.images, dataset.labels, sus, device, len(dataset.classes),
                                    cfg.keep_lost_class, cfg.neighbours, cfg.lost_class_share,
-                                   cfg.lost_class_margin, cfg.lost_class_leave_out)
+                                   cfg.lost_class_margin, cfg.lost_class_leave_out, cfg.relabel_confidence)
         doubt = new == DROPPED
         held = torch.zeros(len(dataset), dtype=torch.bool)
         if drop and len(sus):
@@ -526,8 +526,12 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
             info(f"relabel: {int(kept.sum())} suspects of a class flagged almost whole keep their label "
                  "(nearer the other suspects than the clean split)")
         if bool(doubt.any()):
-            info(f"relabel: {int(doubt.sum())} suspects of such a class left out of the final training: "
-                 "too near the clean split to keep their label, too near the suspects to be relabelled")
+            reasons = ([f"the clean model gives another label at under {cfg.relabel_confidence:g}"]
+                       if cfg.relabel_confidence > 0 else [])
+            if cfg.lost_class_leave_out < 1:
+                reasons.append("a lost class's suspects too near the clean split to keep their label, "
+                               "too near the suspects to be relabelled")
+            info(f"relabel: {int(doubt.sum())} suspects left out of the final training ({'; or '.join(reasons)})")
         if bool(held.any()):
             info(f"relabel: {int(held.sum())} suspects left out of the final training: they keep their label while "
                  f"the enhanced model still gives it >= {cfg.held_confidence:g} (new_label {DROPPED})")

@@ -127,11 +127,12 @@ def test_sanitize_passes_its_relabel_options_and_the_fine_tune_trains_its_share(
     make_image_folder(data, classes=3, per_class=12)
     run = tmp_path / "run"
     args = ["sanitize", str(data), "--out", str(run), *FAST, "--epochs", "1", "--min-steps", "0",
-            "--lost-class-margin", "0.9", "--finetune-clean-share", "0.5"]
+            "--lost-class-margin", "0.9", "--finetune-clean-share", "0.5", "--relabel-confidence", "1"]
     assert runner.invoke(app, args).exit_code == 0
     manifest = json.loads((run / "relabel/manifest.json").read_text())
     assert manifest["params"]["lost_class_margin"] == 0.9
     assert manifest["params"]["finetune_clean_share"] == 0.5
+    assert manifest["params"]["relabel_confidence"] == 1.0
     # The fine-tune trains every suspect not left out and half of the clean split.
     rows = list(csv.DictReader((run / "relabel/relabeled.csv").open()))
     suspects = set(map(int, (run / "split/suspected.idx").read_text().split()))
@@ -312,3 +313,42 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
     assert summary["dropped"] == len(expected) and summary["finetune"]["samples"] == 24 - len(expected)
     summary, without = relabel("no-model")  # no enhanced model: nothing is left out, and it says so
     assert without == plain and "no --enhanced-model given" in summary["stderr"]
+
+
+def test_relabel_leaves_out_the_suspects_it_would_relabel_unsure(runner, tmp_path):
+    # The clean model learns the clean images alone; the three poisons filed under class0
+    # (indices 8-10) look like other classes, so it would relabel them.
+    make_image_folder(tmp_path / "clean", classes=3, per_class=8)
+    make_image_folder(data := tmp_path / "data", classes=3, per_class=8, poison=3)
+    common = ["--image-size", "16", "--batch-size", "8"]
+    assert runner.invoke(app, ["train", str(tmp_path / "clean"), "-o", str(tmp_path / "t"), "--epochs", "2",
+                               *common]).exit_code == 0
+    suspects = (0, 8, 9, 10, 12)
+    (tmp_path / "suspected.idx").write_text("".join(f"{i}\n" for i in suspects))
+
+    def relabel(out, *extra):
+        r = runner.invoke(app, ["relabel", str(data), "-m", str(tmp_path / "t" / "model.safetensors"), "--suspected",
+                                str(tmp_path / "suspected.idx"), "-o", str(tmp_path / out), "--finetune-epochs", "1",
+                                "--no-drop-held", "--format", "json", *common, *extra])
+        assert r.exit_code == 0, r.stderr
+        rows = csv.DictReader(open(tmp_path / out / "relabeled.csv"))
+        return json.loads(r.stdout)["summary"] | {"stderr": r.stderr}, {int(x["index"]): int(x["new_label"]) for x in rows}
+
+    summary, plain = relabel("plain")
+    changed = [i for i in suspects if plain[i] != (0 if i < 11 else 1)]
+    assert changed and summary["changed"] == len(changed) and summary["dropped"] == 0
+    # At confidence 1, the changes the clean model makes at p under 1 are left out; the rest is as before.
+    from meca_cli import steps
+    from meca_cli.core.train import predict_logits
+    from meca_cli.store.checkpoint import load_model
+
+    dataset = steps.open_data(data, steps.Common("cpu", 16, None, False, False))
+    probs = predict_logits(load_model(tmp_path / "t" / "model.safetensors")[0], dataset.images, torch.device("cpu"),
+                           indices=torch.tensor(changed)).softmax(1)
+    unsure_expected = [i for i, p in zip(changed, probs.max(1).values.tolist()) if p < 1]
+    summary, unsure = relabel("unsure", "--relabel-confidence", "1")
+    assert unsure_expected and sorted(i for i, n in unsure.items() if n == -1) == unsure_expected
+    assert all(unsure[i] == plain[i] for i in plain if i not in unsure_expected)
+    assert summary["dropped"] == len(unsure_expected) and summary["finetune"]["samples"] == 27 - len(unsure_expected)
+    said = " ".join(summary["stderr"].split())  # the console wraps long lines
+    assert f"{len(unsure_expected)} suspects left out of the final training (the clean model gives another label" in said

@@ -97,6 +97,21 @@ def test_relabel_keeps_the_lost_class_only_when_asked():
     assert not kept.any() and new.tolist() == [0, 0, 1, 1, DROPPED, DROPPED, 0]
 
 
+def test_an_unsure_change_of_label_leaves_the_suspect_out():
+    from meca_cli.core.relabel import confident_prediction
+
+    logits = torch.tensor([[3.0, 0.0], [0.2, 0.0], [0.0, 0.2], [0.0, 3.0]]).log_softmax(1)
+    given = torch.tensor([1, 1, 0, 1])
+    # 0 changes label confidently; 1 changes it at p 0.55; 2 too; 3 keeps it (whatever its confidence).
+    assert confident_prediction(logits, given, 0.0).tolist() == [0, 0, 1, 1]
+    assert confident_prediction(logits, given, 0.9).tolist() == [0, DROPPED, DROPPED, 1]
+    # Through relabel, at 0.5: the Tiny model calls [60, 50] class 0 at p 0.36 (given 1): left
+    # out; it calls [0, 255] class 1 at p 0.58 (given 0): relabelled.
+    images, labels = _images([[200, 0], [0, 200], [60, 50], [0, 255]]), torch.tensor([0, 1, 1, 0])
+    new, _ = relabel(Tiny(), images, labels, torch.tensor([2, 3]), torch.device("cpu"), 3, min_confidence=0.5)
+    assert new.tolist() == [0, 1, DROPPED, 1]
+
+
 def _probs(labels: torch.Tensor, conf: torch.Tensor, classes: int = 3) -> torch.Tensor:
     """Class probabilities giving each sample its label at `conf`, the rest spread evenly."""
     probs = ((1 - conf) / (classes - 1)).view(-1, 1).repeat(1, classes)

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import IMAGE_SIZE, SEED, RelabelConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, LostClassShare, SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
+from meca_cli.options import DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, RelabelConfidence, LostClassShare, SkipBad, BatchSize, CacheDir, DataArg, Device, Force, Format, FormatOpt, ImageSize, ModelOpt, Out, Seed
 
 
 @cli_errors
@@ -25,6 +25,7 @@ def relabel(
     lost_class_share: LostClassShare = RelabelConfig.lost_class_share,
     lost_class_margin: LostClassMargin = RelabelConfig.lost_class_margin,
     finetune_clean_share: FinetuneCleanShare = RelabelConfig.finetune_clean_share,
+    relabel_confidence: RelabelConfidence = RelabelConfig.relabel_confidence,
     drop_held: DropHeld = RelabelConfig.drop_held,
     held_confidence: HeldConfidence = RelabelConfig.held_confidence,
     seed: Seed = SEED,
@@ -44,7 +45,7 @@ def relabel(
 
     cfg = RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
                         keep_lost_class=keep_lost_class, lost_class_share=lost_class_share, lost_class_margin=lost_class_margin,
-                        finetune_clean_share=finetune_clean_share,
+                        finetune_clean_share=finetune_clean_share, relabel_confidence=relabel_confidence,
                         drop_held=drop_held, held_confidence=held_confidence, seed=seed)
     result = steps.relabel(data, model, suspected, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg,
                            enhanced_model)

@@ -9,7 +9,7 @@ import typer
 from meca_cli.config import (IMAGE_SIZE, SEED, EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, RelabelConfidence, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -45,6 +45,7 @@ def sanitize(
     lost_class_share: LostClassShare = RelabelConfig.lost_class_share,
     lost_class_margin: LostClassMargin = RelabelConfig.lost_class_margin,
     finetune_clean_share: FinetuneCleanShare = RelabelConfig.finetune_clean_share,
+    relabel_confidence: RelabelConfidence = RelabelConfig.relabel_confidence,
     drop_held: DropHeld = RelabelConfig.drop_held,
     held_confidence: HeldConfidence = RelabelConfig.held_confidence,
     concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = VerdictConfig.concentration,
@@ -79,7 +80,7 @@ def sanitize(
         split=SplitConfig(rule=split_rule.value, min_confidence=min_confidence, max_suspected=max_suspected),
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,
                               keep_lost_class=keep_lost_class, lost_class_share=lost_class_share, lost_class_margin=lost_class_margin,
-                              finetune_clean_share=finetune_clean_share,
+                              finetune_clean_share=finetune_clean_share, relabel_confidence=relabel_confidence,
                               drop_held=drop_held, held_confidence=held_confidence),
         verdict=VerdictConfig(concentration=concentration),
     ).with_seed(seed)

@@ -80,10 +80,12 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             device: torch.device, num_classes: int | None = None, keep_lost_class: bool = True,
             neighbours: int = 10, lost_share: float = RelabelConfig.lost_class_share,
             margin: float = RelabelConfig.lost_class_margin,
-            leave_out: float = RelabelConfig.lost_class_leave_out) -> tuple[torch.Tensor, torch.Tensor]:
+            leave_out: float = RelabelConfig.lost_class_leave_out,
+            min_confidence: float = RelabelConfig.relabel_confidence) -> tuple[torch.Tensor, torch.Tensor]:
     """The full label vector (given labels for the clean split, predictions for the
-    suspects, DROPPED for a lost class's suspects in doubt) and the mask of suspects that
-    keep their given label (see the module doc)."""
+    suspects, DROPPED for a lost class's suspects in doubt and for a suspect whose predicted
+    label differs from its given one at under `min_confidence`) and the mask of suspects
+    that keep their given label (see the module doc)."""
     new = labels.clone()
     kept = torch.zeros(len(labels), dtype=torch.bool)
     if not len(suspected):
@@ -93,15 +95,24 @@ def relabel(clean_model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     lost = (list(mostly_suspected_classes(mask, labels, num_classes or int(labels.max()) + 1, lost_share))
             if keep_lost_class else [])
     if not lost:
-        new[suspected] = predict_logits(clean_model, images, device, indices=suspected).argmax(1)
+        new[suspected] = confident_prediction(predict_logits(clean_model, images, device, indices=suspected),
+                                              labels[suspected], min_confidence)
         return new, kept
     # The rule needs every sample's features; the suspects' predictions come from the same pass.
     logits, features = predict_with_features(clean_model, images, device)
-    new[suspected] = logits[suspected].argmax(1)
+    new[suspected] = confident_prediction(logits[suspected], labels[suspected], min_confidence)
     kept, doubt = own_class_suspects(F.normalize(features, dim=1), mask, labels, lost, neighbours, margin, leave_out)
     new[kept] = labels[kept]
     new[doubt] = DROPPED
     return new, kept
+
+
+def confident_prediction(logits: torch.Tensor, given: torch.Tensor, min_confidence: float) -> torch.Tensor:
+    """The predicted labels, DROPPED where the prediction differs from the given label at a
+    probability under `min_confidence`."""
+    confidence, predicted = logits.softmax(1).max(1)
+    unsure = (predicted != given) & (confidence < min_confidence)
+    return torch.where(unsure, torch.full_like(predicted, DROPPED), predicted)
 
 
 def held_suspects(new: torch.Tensor, labels: torch.Tensor, suspected: torch.Tensor, enhanced_probs: torch.Tensor,
