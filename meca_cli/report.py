@@ -134,7 +134,7 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     figures["suspects_per_class"] = bar_chart({"suspected": (per_class / sizes).tolist()}, classes,
                                               "suspected fraction per class")
     rounds = read_csv(run / "enhance" / "rounds.csv", ("round", "rho", "agreement"))
-    figures["rounds"] = bar_chart({"clean": [float(r["agreement"]) for r in rounds],
+    figures["rounds"] = bar_chart({"clean": [float(r["agreement"] or 0) for r in rounds],  # blank: not measured
                                    "suspected": [float(r["rho"]) for r in rounds]},
                                   [f"round {r['round']}" for r in rounds],
                                   "enhancement: agreement with labels (blue), unlearned fraction (red)")

@@ -411,12 +411,13 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
 
         net, logs = run_rounds(net, dataset.images, dataset.labels, seed_clean, cfg, score_cfg, device,
                                state_path=state, state_tag=step.fingerprint,
-                               on_round=lambda r: info(f"enhance: round {r.round}/{cfg.rounds}: "
-                                                       f"unlearned {r.clean_set}, agreement {r.agreement:.3f}"),
+                               on_round=lambda r: info(f"enhance: round {r.round}/{cfg.rounds}: unlearned {r.clean_set}, "
+                                                       + ("agreement not measured (no re-scoring after it)"
+                                                          if r.agreement is None else f"agreement {r.agreement:.3f}")),
                                on_rescore=keep_round)
         if dist.is_primary():
             write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
-                      ((r.round, r.rho, r.clean_set, r.agreement) for r in logs))
+                      ((r.round, r.rho, r.clean_set, "" if r.agreement is None else r.agreement) for r in logs))
             save_model(Path(out) / "model.safetensors", net,
                        ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
             state.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """End to end on a tiny synthetic folder: every artifact, resumability, JSON contract, gate."""
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -352,3 +353,26 @@ def test_relabel_leaves_out_the_suspects_it_would_relabel_unsure(runner, tmp_pat
     assert summary["dropped"] == len(unsure_expected) and summary["finetune"]["samples"] == 27 - len(unsure_expected)
     said = " ".join(summary["stderr"].split())  # the console wraps long lines
     assert f"{len(unsure_expected)} suspects left out of the final training (the clean model gives another label" in said
+
+
+def test_enhancement_re_scores_every_kth_round_and_the_rounds_between_reuse_those_scores(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12, poison=4)
+    common = ["--image-size", "16", "--batch-size", "8"]
+    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "2", *common]).exit_code == 0
+    (tmp_path / "seed.idx").write_text("0\n1\n12\n13\n24\n")
+    r = runner.invoke(app, ["enhance", str(data), "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed",
+                            str(tmp_path / "seed.idx"), "-o", str(out := tmp_path / "e"), "--rounds", "4",
+                            "--rescore-every", "2", *common])
+    assert r.exit_code == 0, r.stderr
+    scores = {k: (out / f"rounds/round{k}_scores.csv").read_text() for k in (2, 3, 4)}
+    assert scores[3] == scores[2] != scores[4]  # rounds 2 and 4 re-score; round 3 takes round 2's scores
+    kl = {int(row["index"]): float(row["kl"]) for row in csv.DictReader(io.StringIO(scores[2]))}
+    for k in (2, 3):  # each round's clean set: the top of those scores at its own, larger rho
+        unlearned = set(map(int, (out / f"rounds/round{k}_clean.idx").read_text().split()))
+        assert min(kl[i] for i in unlearned) >= max(kl[i] for i in set(kl) - unlearned)
+    rounds = list(csv.DictReader((out / "rounds.csv").open()))
+    assert int(rounds[1]["clean_set"]) < int(rounds[2]["clean_set"])
+    # Round 2's agreement would come from round 3's re-scoring, which does not happen.
+    assert [r["agreement"] == "" for r in rounds] == [False, True, False, False]
+    assert "round 2/4: unlearned" in r.stderr and "agreement not measured" in " ".join(r.stderr.split())

@@ -47,7 +47,8 @@ def _meca(*args, env):
     return [sys.executable, "-m", "meca_cli", *args]
 
 
-@pytest.mark.parametrize("step", ["train", "enhance"])
+# "enhance-every-2": killed after round 2, it resumes at round 3, which reuses round 2's scores.
+@pytest.mark.parametrize("step", ["train", "enhance", "enhance-every-2"])
 def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, step):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=16, poison=4)
@@ -63,7 +64,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, step):
         seed = tmp_path / "seed.idx"
         seed.write_text("0\n1\n2\n20\n21\n40\n")
         cmd = lambda out: _meca("enhance", str(data), "-m", str(ckpt), "--clean-seed", str(seed), "-o", str(out),  # noqa: E731
-                                "--rounds", "4", "--image-size", "16", "--batch-size", "8", "--device", "cpu", env=env)
+                                "--rounds", "4", "--image-size", "16", "--batch-size", "8", "--device", "cpu",
+                                *(["--rescore-every", "2"] if step == "enhance-every-2" else []), env=env)
         state_name = "enhance_state.safetensors"
     whole = tmp_path / "whole"
     subprocess.run(cmd(whole), env=env, check=True, capture_output=True)

@@ -58,23 +58,26 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
             on_round: Callable[[RoundLog], None] | None = None,
             on_rescore: Callable[[int, Scores, torch.Tensor], None] | None = None) -> tuple[nn.Module, list[RoundLog]]:
     """Run the rounds; round 1 unlearns the partition's seed clean set, later rounds re-score
-    with the current model and take the top rho_t (`on_rescore(round, scores, clean_set)` sees
-    both). Progress is saved after every round."""
+    with the current model (every `cfg.rescore_every`-th round; the others reuse the last
+    scores) and take the top rho_t (`on_rescore(round, scores, clean_set)` sees both; a
+    round's agreement is None when no re-scoring measured it). Progress is saved after every round."""
     from meca_cli.store.checkpoint import load_tensors, save_tensors
     from meca_cli.errors import ArtifactError
 
     rhos = rho_schedule(len(seed_clean) / len(images), cfg.rho_max, cfg.rounds)
     logs: list[RoundLog] = []
+    scores: Scores | None = None  # the last re-scoring, which rounds without one reuse
     start = 0
     if state_path is not None and state_path.is_file():
         try:
             tensors, meta = load_tensors(state_path)
             if meta.get("tag") == state_tag:
-                model.load_state_dict(tensors)
+                scores = _scores_from(tensors)
+                model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(_SCORES_KEY)})
                 logs = [RoundLog(**r) for r in json.loads(meta["rounds"])]
                 start = len(logs)
         except (ArtifactError, KeyError, ValueError, RuntimeError):
-            start, logs = 0, []
+            start, logs, scores = 0, [], None
     def agreement_of(pred: torch.Tensor) -> float:
         return float((pred == labels).float().mean())
 
@@ -82,17 +85,20 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
         if t == 0:
             clean_set = seed_clean
         else:
-            # Under torchrun each rank scores its shard and all ranks get the joined scores.
-            start_i, stop_i = dist.shard_range(len(images), dist.rank(), dist.world_size())
-            scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
-                                        len(images))
+            fresh = rescores_before(t, cfg.rescore_every) or scores is None
+            if fresh:
+                # Under torchrun each rank scores its shard and all ranks get the joined scores.
+                start_i, stop_i = dist.shard_range(len(images), dist.rank(), dist.world_size())
+                scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
+                                            len(images))
             clean_set = top_fraction(scores.kl, rhos[t])
             if on_rescore is not None:
                 on_rescore(t + 1, scores, clean_set)
             if logs[-1].agreement is None:
-                # The scores' predictions are the previous round's model in eval mode: its
-                # agreement comes free here instead of from a separate pass over the data.
-                logs[-1].agreement = agreement_of(scores.pred)
+                if fresh:
+                    # The scores' predictions are the previous round's model in eval mode: its
+                    # agreement comes free here instead of from a separate pass over the data.
+                    logs[-1].agreement = agreement_of(scores.pred)
                 if on_round is not None:
                     on_round(logs[-1])
         model = enhance_round(model, images, labels, clean_set, cfg, device, t)
@@ -103,6 +109,27 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
         if last and on_round is not None:
             on_round(log)
         if state_path is not None and dist.is_primary():
-            save_tensors(state_path, model.state_dict(),
+            save_tensors(state_path, {**model.state_dict(), **_scores_tensors(scores)},
                          {"tag": state_tag, "rounds": json.dumps([r.to_dict() for r in logs])})
     return model, logs
+
+
+def rescores_before(t: int, every: int) -> bool:
+    """Whether round t + 1 (t > 0) re-scores: rounds 2, 2 + every, 2 + 2 * every, ...; the
+    others take their clean set from the last scores, at their own rho."""
+    return (t - 1) % every == 0
+
+
+_SCORES_KEY = "rescored."  # the last re-scoring, saved beside the model so a resumed run reuses it
+
+
+def _scores_tensors(scores: Scores | None) -> dict[str, torch.Tensor]:
+    if scores is None:
+        return {}
+    return {_SCORES_KEY + name: getattr(scores, name) for name in ("kl", "pred", "loss", "conf")}
+
+
+def _scores_from(tensors: dict[str, torch.Tensor]) -> Scores | None:
+    if _SCORES_KEY + "kl" not in tensors:
+        return None
+    return Scores(**{name: tensors[_SCORES_KEY + name] for name in ("kl", "pred", "loss", "conf")})
