@@ -207,6 +207,15 @@ def perf_section(perf: dict) -> list[str]:
         total = sum(v for v in r["step_seconds"].values()) or 1
         out += [f"| {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in r["step_seconds"].items()]
         out += [""]
+    for flags, r in perf.get("ratio_with", {}).items():
+        names = flags.split()
+        options = " ".join(f"--sanitize-option {n[2:]}={v}" for n, v in zip(names[::2], names[1::2]))
+        runs = ", ".join(f"{x:.2f}" for x in sorted(p["ratio"] for p in r.get("pairs", [r])))
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in r["step_seconds"].items())
+        out += [f"**The same with `meca sanitize {flags}`** (not the shipped defaults; reproduce: `meca bench --perf "
+                f"--parts ratio {options}`): `meca train` {r['train_seconds'] / 60:.1f} min, `meca sanitize` "
+                f"{r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (runs {runs}; seconds per step: "
+                f"{steps}).", ""]
     if "data_path" in perf:
         d = perf["data_path"]
         out += [f"**Data path**: samples/s inside the pipeline (uint8 cache, batched augmentation) over the same "

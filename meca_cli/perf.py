@@ -97,11 +97,13 @@ def make_folder(cifar_train: Path, out: Path, per_class: int, common: steps.Comm
     return out
 
 
-def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str], repeats: int = 1) -> dict:
+def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str], repeats: int = 1,
+                      sanitize_extra: list[str] = ()) -> dict:
     """Wall time of sanitize and of a plain train on the same folder and settings (both
-    find the folder's decode cache ready). With repeats > 1: train, then `repeats` times
-    sanitize and train again; each sanitize is over the mean of its neighbouring trains,
-    and the figures are those of the median ratio (`pairs` keeps them all)."""
+    find the folder's decode cache ready; `sanitize_extra` goes to sanitize alone). With
+    repeats > 1: train, then `repeats` times sanitize and train again; each sanitize is over
+    the mean of its neighbouring trains, and the figures are those of the median ratio
+    (`pairs` keeps them all)."""
     from statistics import median
 
     opts = [*(["--epochs", str(epochs)] if epochs else []), "--device", "cpu", "--format", "json", *extra]
@@ -112,7 +114,8 @@ def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str
     trains = [train_once()]
     pairs = []
     for _ in range(repeats):
-        sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts))
+        sanitize = _run_child(_meca("sanitize", str(data), "--out", str(run / "sanitize"), "--force", *opts,
+                                    *sanitize_extra))
         if repeats > 1:
             trains.append(train_once())
         train_seconds = sum(t["seconds"] for t in trains[-2:]) / len(trains[-2:])
@@ -214,10 +217,25 @@ def count_images(folder: Path) -> int:
     return len(scan_folder(folder))
 
 
+def sanitize_flags(options: list[str]) -> list[str]:
+    """NAME=VALUE pairs (`--sanitize-option`) as sanitize's own flags, in the order given."""
+    from meca_cli.errors import ConfigError
+
+    flags = []
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip("-") or not value:
+            raise ConfigError(f"--sanitize-option: expected NAME=VALUE, got {option!r}", hint="e.g. rescore-every=2")
+        flags += [f"--{name.strip('-')}", value]
+    return flags
+
+
 def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, sizes: tuple[int, ...],
              growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str],
-             ratio_repeats: int = 3) -> dict:
-    """Run the selected parts not yet in `results` (resumable); write results after each."""
+             ratio_repeats: int = 3, sanitize_options: list[str] = ()) -> dict:
+    """Run the selected parts not yet in `results` (resumable); write results after each.
+    With `sanitize_options` (sanitize flags), the ratio is measured with them and kept under
+    `ratio_with`, apart from the shipped defaults' `ratio`."""
     table = read_json(results, {"meca_perf_version": PERF_VERSION}, "fix or remove it")
     env_note = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     table.setdefault("machine", env_note)
@@ -240,13 +258,17 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
         info("perf: data-path efficiency")
         table["data_path"] = data_path_efficiency(folder(ratio_per_class), common)
         save()
-    if "ratio" in parts and "ratio" not in table:
-        info(f"perf: sanitize vs train at the shipped defaults ({ratio_per_class * 10} images)")
+    variant = " ".join(sanitize_options)
+    ratios = table.setdefault("ratio_with", {}) if variant else table
+    if "ratio" in parts and (variant or "ratio") not in ratios:
+        info(f"perf: sanitize vs train at {'the shipped defaults' if not variant else variant} "
+             f"({ratio_per_class * 10} images)")
         env_min = os.environ.pop("MECA_MIN_STEPS")  # the shipped defaults include the step floor
         try:
             data = folder(ratio_per_class)
-            table["ratio"] = {"samples": count_images(data),
-                              **sanitize_vs_train(data, work / "ratio", ratio_epochs, [], ratio_repeats)}
+            ratios[variant or "ratio"] = {"samples": count_images(data),
+                                          **sanitize_vs_train(data, work / "ratio", ratio_epochs, [], ratio_repeats,
+                                                              list(sanitize_options))}
         finally:
             os.environ["MECA_MIN_STEPS"] = env_min
         save()

@@ -3,6 +3,8 @@
 
 import json
 
+import pytest
+
 from meca_cli.cli import app
 from tests.conftest import make_image_folder
 
@@ -57,3 +59,34 @@ def test_each_sanitize_is_timed_against_the_trains_either_side_of_it(monkeypatch
         "seconds": next(once), "peak_rss_mib": 1.0, "result": {"steps": steps}})
     single = perf.sanitize_vs_train(tmp_path, tmp_path / "run", None, [])
     assert single["ratio"] == 2.1 and "pairs" not in single
+
+
+def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_path):
+    from meca_cli import perf, steps
+    from meca_cli.benchreport import perf_section
+
+    calls = []
+
+    def fake_child(args, env=None, parse_json=True):
+        calls.append(args)
+        sanitize = "sanitize" in args
+        return {"seconds": 300.0 if sanitize else 150.0, "peak_rss_mib": 1.0,
+                "result": {"steps": [{"step": "enhance", "seconds": 80.0}]} if sanitize else {}}
+
+    monkeypatch.setattr(perf, "_run_child", fake_child)
+    monkeypatch.setattr(perf, "make_folder", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(perf, "count_images", lambda folder: 100)
+    results = tmp_path / "perf.json"
+    flags = perf.sanitize_flags(["rescore-every=2"])
+    table = perf.run_perf(tmp_path, tmp_path / "work", results, steps.Common(device="cpu"), (10,), 1, 10, None,
+                          {"ratio"}, ratio_repeats=1, sanitize_options=flags)
+    assert "ratio" not in table and table["ratio_with"]["--rescore-every 2"]["ratio"] == 2.0
+    sanitize, = [c for c in calls if "sanitize" in c]
+    assert sanitize[-2:] == ["--rescore-every", "2"] and all("--rescore-every" not in c for c in calls if c is not sanitize)
+    text = "\n".join(perf_section(table))
+    assert "`meca sanitize --rescore-every 2`" in text and "--sanitize-option rescore-every=2" in text
+    assert "ratio **2.00**" in text
+    from meca_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        perf.sanitize_flags(["rescore-every"])

@@ -39,6 +39,9 @@ def bench(
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
     repeats: Annotated[int, typer.Option(min=1, help="--perf ratio: sanitize runs, each timed between two plain "
                                                      "trains; the median ratio is reported.")] = 3,
+    sanitize_option: Annotated[list[str] | None, typer.Option(help="--perf ratio: time sanitize with this option, "
+                                                                  "NAME=VALUE (e.g. rescore-every=2), repeatable; "
+                                                                  "recorded apart from the shipped defaults' ratio.")] = None,
     defences: Annotated[str | None, typer.Option(help="Run these peer defences (finetuning, finepruning, clp, abl, "
                                                       "dbr, cutmix, scanft, or 'all') "
                                                       "on the finished runs of --attacks/--seeds "
@@ -70,7 +73,7 @@ def bench(
         raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of {', '.join(PROTOCOLS)}")
     if perf:
         from meca_cli.bench import locate_cifar10
-        from meca_cli.perf import run_perf
+        from meca_cli.perf import run_perf, sanitize_flags
 
         chosen = {p.strip() for p in parts.split(",") if p.strip()}
         if not chosen <= {"path", "ratio", "growth", "ddp"}:
@@ -84,7 +87,8 @@ def bench(
         root = locate_cifar10(data, work / "cifar10-src")
         run_perf(root, work / "perf", results or Path("benchmarks/results/perf.json"), common, size_list,
                  growth_epochs=epochs or 2, ratio_per_class=per_class or PROTOCOLS[protocol].per_class or 1000,
-                 ratio_epochs=None, parts=chosen, ratio_repeats=repeats)
+                 ratio_epochs=None, parts=chosen, ratio_repeats=repeats,
+                 sanitize_options=sanitize_flags(sanitize_option or []))
         return
     names = list(ALL_RUNS) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
     unknown = [a for a in names if a not in ALL_RUNS]
