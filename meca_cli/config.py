@@ -57,7 +57,8 @@ class EnhanceConfig(_Params):
     lr: float = 0.01  # constant SGD lr of the enhancement epochs
     epochs_per_round: int = 1
     # Re-score before every this-many-th round (rounds 2, 2 + k, ...); the rounds between take
-    # their larger clean set from the last scores. Each re-scoring costs about 0.06 training runs.
+    # their larger clean set from the last scores. Each re-scoring costs about 0.06 training
+    # runs. Measured: at 2 the poison gets into the unlearned sets (TaCT recall 99.8 to 32 %).
     rescore_every: int = 1
     batch_size: int = 128
     seed: int = SEED

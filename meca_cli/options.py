@@ -72,7 +72,8 @@ RelabelConfidence = Annotated[float, typer.Option(min=0, max=1, help="A suspect 
                                                                      "final training (0: every suspect is relabelled). 0.9 gained 0.43 "
                                                                      "points of accuracy and cost 1.25 of ASR (BENCHMARKS.md, Ablation).")]
 RescoreEvery = Annotated[int, typer.Option(min=1, help="Re-score the data before every this-many-th enhancement round "
-                                                       "(1: each round); the rounds between reuse the last scores.")]
+                                                       "(1: each round); the rounds between reuse the last scores. 2 lost "
+                                                       "the poison on 3 of 3 attacks (BENCHMARKS.md, Ablation).")]
 FinetuneCleanShare = Annotated[float, typer.Option(min=0.01, max=1, help="Each fine-tuning epoch trains every suspect and this "
                                                               "share of the clean split, drawn afresh. Under 1 the fine-tune is shorter; 0.25 "
                                                               "halved step 7 and cost 0.56 points of accuracy (BENCHMARKS.md, Ablation).")]
