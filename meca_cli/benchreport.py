@@ -326,8 +326,10 @@ def _protocol_flags(name: str) -> tuple[str, str]:
     return name.split("[")[0], "".join(f" --{k.replace('_', '-')} {v}" for k, v in params.items())
 
 
-def ablation_section(table: dict) -> list[str]:
-    """One table per swept parameter: each value's MeCa figures per attack (default marked *)."""
+def ablation_section(table: dict, headline: list[dict] = ()) -> list[str]:
+    """One table per swept parameter: each value's MeCa figures per attack (default marked *).
+    A sweep without today's default gets that row from `headline`, the protocol's runs at the
+    shipped defaults, for the same attacks and seeds."""
     from meca_cli.ablation import default_value
     from meca_cli.config import SanitizeConfig
     from meca_cli.errors import ConfigError
@@ -352,21 +354,31 @@ def ablation_section(table: dict) -> list[str]:
         out += [f"**{param}** — reproduce: `meca bench --protocol {base}{extra} --attacks {','.join(attacks)} "
                 f"--seeds {','.join(map(str, seeds))} --ablate {param}={sweep}`", "",
                 "| value | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
-        for value in values:
-            rs = [r for r in swept if r["value"] == value]
-            label = f"{value:.3g}" if isinstance(value, float) else str(value)
-            cells = [label + (" *" if value == current else "")]
-            for attack in attacks:
-                got = [r for r in rs if r["attack"] == attack]
-                g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731
-                verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in got}))
-                cells.append(" / ".join([_cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
-                                         _cell(g("meca_final_model", "target_accuracy")),
-                                         _cell(g("detection", "recall")), _cell(g("detection", "fpr"))])
-                             + f" {verdicts}" if got else "–")
-            out.append("| " + " | ".join(cells) + " |")
+        rows = [(_value_label(value) + (" *" if value == current else ""), [r for r in swept if r["value"] == value])
+                for value in values]
+        if current is not None and current not in values:
+            at_default = [r for r in headline if r["attack"] in attacks and r["seed"] in seeds]
+            if at_default:
+                rows.insert(0, (f"{_value_label(current)} * (headline runs)", at_default))
+        for label, rs in rows:
+            out.append("| " + " | ".join([label] + [_ablation_cell([r for r in rs if r["attack"] == attack])
+                                                    for attack in attacks]) + " |")
         out += [""] + drift_notes([r for r in runs if r["param"] == param], swept=param)
     return out
+
+
+def _value_label(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _ablation_cell(got: list[dict]) -> str:
+    if not got:
+        return "–"
+    g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731
+    verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in got}))
+    return " / ".join([_cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
+                       _cell(g("meca_final_model", "target_accuracy")), _cell(g("detection", "recall")),
+                       _cell(g("detection", "fpr"))]) + f" {verdicts}"
 
 
 PAPER_ATTACKS = ("badnet", "blend", "sig", "wanet", "physicalba")  # the attacks Table II averages over
@@ -528,7 +540,8 @@ def render_all(result_files: list[Path]) -> str:
     for table in ablations:
         merged[table["protocol"]] += table["runs"]
     for name, runs in merged.items():
-        out += ablation_section({"protocol": name, "runs": runs})
+        at_defaults = [r for r in by_protocol.get(name, []) if not config_drift(r.get("config"))]
+        out += ablation_section({"protocol": name, "runs": runs}, at_defaults)
     if perf is not None:
         out += perf_section(perf)
     return "\n".join(out)

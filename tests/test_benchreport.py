@@ -188,3 +188,18 @@ def test_the_reproduce_line_names_extra_seeds_of_one_attack_apart():
     runs += [{"attack": "clean", "seed": s} for s in (2, 3)]
     assert _seed_groups(runs, ["badnet", "clean"]) == [(["badnet", "clean"], [0, 1]), (["clean"], [2, 3])]
     assert _seed_groups(runs[:4], ["badnet", "clean"]) == [(["badnet", "clean"], [0, 1])]
+
+
+def test_a_sweep_without_todays_default_takes_that_row_from_the_headline_runs():
+    from meca_cli.benchreport import ablation_section
+    from meca_cli.config import EnhanceConfig
+
+    now = EnhanceConfig().rescore_every
+    runs = [{**_run("badnet", 1, 0.7, 0.5), "param": "enhance.rescore_every", "value": now + 1, "default": False}]
+    headline = [_run("badnet", 1, 0.8, 0.9), _run("badnet", 0, 0.6, 0.9), _run("tact", 1, 0.6, 0.9)]
+    rows = [line for line in ablation_section({"protocol": "p", "runs": runs}, headline) if line.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [f"{now} * (headline runs)", str(now + 1)]
+    assert rows[0].split("|")[2].strip().startswith("75.0 /")  # badnet seed 1 alone (with seed 0: 65.0)
+    assert len(rows[0].split("|")) == 4  # no tact column
+    # Without headline runs the table has the swept row alone.
+    assert len([line for line in ablation_section({"protocol": "p", "runs": runs}) if line.startswith("| ")]) == 2
