@@ -124,12 +124,9 @@ _SCORES_KEY = "rescored."  # the last re-scoring, saved beside the model so a re
 
 
 def _scores_tensors(scores: Scores | None) -> dict[str, torch.Tensor]:
-    if scores is None:
-        return {}
-    return {_SCORES_KEY + name: getattr(scores, name) for name in ("kl", "pred", "loss", "conf")}
+    return {} if scores is None else {_SCORES_KEY + name: value for name, value in vars(scores).items()}
 
 
 def _scores_from(tensors: dict[str, torch.Tensor]) -> Scores | None:
-    if _SCORES_KEY + "kl" not in tensors:
-        return None
-    return Scores(**{name: tensors[_SCORES_KEY + name] for name in ("kl", "pred", "loss", "conf")})
+    saved = {k[len(_SCORES_KEY):]: v for k, v in tensors.items() if k.startswith(_SCORES_KEY)}
+    return Scores(**saved) if saved else None
