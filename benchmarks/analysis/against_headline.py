@@ -1,0 +1,58 @@
+"""One swept value of an ablation against the runs at the shipped defaults, run by run.
+
+Usage: python benchmarks/analysis/against_headline.py PARAM=VALUE REFERENCE.json ABLATION.json [...]
+
+REFERENCE is a results JSON holding the same attacks and seeds at the shipped defaults (a
+headline file, or an ablation file whose `default` runs are them); the ablation files hold
+the PARAM=VALUE runs. Useful when a sweep was run under a protocol override that leaves the
+default's computation unchanged (`--min-steps 0` on cifar10-small, where step 1 takes 553
+steps either way), so BENCHMARKS.md cannot pair the two rows itself.
+Prints final ACC, final ASR, recall, FPR, AUROC and verdict, old > new, and the mean changes.
+"""
+
+import json
+import sys
+
+
+def figures(run: dict) -> tuple:
+    detection, final = run["detection"], run["meca_final_model"]
+    return (100 * final["accuracy"], 100 * (final.get("asr") or 0), 100 * (detection.get("recall") or 0),
+            100 * detection["fpr"], detection.get("auroc") or 0, run["dataset_verdict"]["verdict"],
+            run["seconds"]["train-poisoned"])
+
+
+def same_value(recorded, given: str) -> bool:
+    try:
+        return abs(float(recorded) - float(given)) < 1e-9
+    except (TypeError, ValueError):  # a string or bool parameter
+        return str(recorded).lower() == given.lower()
+
+
+def main(spec: str, reference: str, ablations: list[str]) -> None:
+    param, _, value = spec.partition("=")
+    ref_runs = json.load(open(reference))["runs"]
+    ref = {(r["attack"], r["seed"]): r for r in ref_runs if r.get("default", True)}
+    new = {(r["attack"], r["seed"]): r for path in ablations for r in json.load(open(path))["runs"]
+           if r["param"] == param and same_value(r["value"], value)}
+    print(f"{'run':18} {'final ACC':>12} {'final ASR':>12} {'recall':>12} {'FPR':>12} {'AUROC':>12}  verdict"
+          f"          step-1 s")
+    deltas = []
+    for key in sorted(new, key=lambda k: (k[1], k[0])):
+        if key not in ref:
+            continue
+        old, now = figures(ref[key]), figures(new[key])
+        deltas.append((now[0] - old[0], now[1] - old[1]))
+        cells = " ".join(f"{o:5.1f} >{n:5.1f}" for o, n in zip(old[:4], now[:4]))
+        print(f"{key[0] + '-s' + str(key[1]):18} {cells} {old[4]:.3f}>{now[4]:.3f}  {old[5]:8} > {now[5]:8}"
+              f" {old[6]:4.0f} >{now[6]:4.0f}")
+    if deltas:
+        n = len(deltas)
+        print(f"mean change over {n} runs: final ACC {sum(d[0] for d in deltas) / n:+.2f}, "
+              f"final ASR {sum(d[1] for d in deltas) / n:+.2f} (points); "
+              f"ASR lower on {sum(d[1] < 0 for d in deltas)}, ACC higher on {sum(d[0] > 0 for d in deltas)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
