@@ -7,7 +7,8 @@ headline file, or an ablation file whose `default` runs are them); the ablation 
 the PARAM=VALUE runs. Useful when a sweep was run under a protocol override that leaves the
 default's computation unchanged (`--min-steps 0` on cifar10-small, where step 1 takes 553
 steps either way), so BENCHMARKS.md cannot pair the two rows itself.
-Prints final ACC, final ASR, recall, FPR, AUROC and verdict, old > new, and the mean changes.
+Prints final ACC, final ASR, recall, FPR, AUROC, verdict, step-1 seconds and the verdict's
+concentration, old > new, and the mean changes.
 """
 
 import json
@@ -18,7 +19,7 @@ def figures(run: dict) -> tuple:
     detection, final = run["detection"], run["meca_final_model"]
     return (100 * final["accuracy"], 100 * (final.get("asr") or 0), 100 * (detection.get("recall") or 0),
             100 * detection["fpr"], detection.get("auroc") or 0, run["dataset_verdict"]["verdict"],
-            run["seconds"]["train-poisoned"])
+            run["seconds"]["train-poisoned"], run["dataset_verdict"]["concentration"])
 
 
 def same_value(recorded, given: str) -> bool:
@@ -35,7 +36,7 @@ def main(spec: str, reference: str, ablations: list[str]) -> None:
     new = {(r["attack"], r["seed"]): r for path in ablations for r in json.load(open(path))["runs"]
            if r["param"] == param and same_value(r["value"], value)}
     print(f"{'run':18} {'final ACC':>12} {'final ASR':>12} {'recall':>12} {'FPR':>12} {'AUROC':>12}  verdict"
-          f"          step-1 s")
+          f"          step-1 s  concentration")
     deltas = []
     for key in sorted(new, key=lambda k: (k[1], k[0])):
         if key not in ref:
@@ -44,7 +45,7 @@ def main(spec: str, reference: str, ablations: list[str]) -> None:
         deltas.append((now[0] - old[0], now[1] - old[1]))
         cells = " ".join(f"{o:5.1f} >{n:5.1f}" for o, n in zip(old[:4], now[:4]))
         print(f"{key[0] + '-s' + str(key[1]):18} {cells} {old[4]:.3f}>{now[4]:.3f}  {old[5]:8} > {now[5]:8}"
-              f" {old[6]:4.0f} >{now[6]:4.0f}")
+              f" {old[6]:4.0f} >{now[6]:4.0f}  {old[7]:6.1f} >{now[7]:6.1f}")
     if deltas:
         n = len(deltas)
         print(f"mean change over {n} runs: final ACC {sum(d[0] for d in deltas) / n:+.2f}, "
