@@ -3,8 +3,9 @@
 Usage: python benchmarks/analysis/against_headline.py PARAM=VALUE RESULTS.json [...]
 
 The results files hold the PARAM=VALUE runs of an ablation and, for the same attacks and
-seeds, the runs at the shipped defaults (a headline file, or another sweep's `default` runs). Useful when a sweep was run under a protocol override that leaves the
-default's computation unchanged (`--min-steps 0` on cifar10-small, where step 1 takes 553
+seeds, the runs at the shipped defaults (a headline file, or another sweep's `default`
+runs). Useful when a sweep was run under a protocol override that leaves the default's
+computation unchanged (`--min-steps 0` on cifar10-small, where step 1 takes 553
 steps either way), so BENCHMARKS.md cannot pair the two rows itself.
 Prints final ACC, final ASR, recall, FPR, AUROC, verdict, step-1 seconds and the verdict's
 concentration, old > new, and the mean changes.
