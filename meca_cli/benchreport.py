@@ -56,7 +56,8 @@ _NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps")
 # recorded before one existed was measured at that value, not at an unknown one.
 _ADDED_AT_EARLIER_BEHAVIOUR = {"clean_epochs": 1.0, "relabel.lost_class_margin": 1.0,
                                "relabel.lost_class_leave_out": 1.0, "relabel.finetune_clean_share": 1.0,
-                               "relabel.relabel_confidence": 0.0, "enhance.rescore_every": 1}
+                               "relabel.relabel_confidence": 0.0, "enhance.rescore_every": 1,
+                               "enhance.last_round_by": "kl"}
 
 
 def _flat(config: dict, prefix: str = "") -> dict:

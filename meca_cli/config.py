@@ -60,6 +60,10 @@ class EnhanceConfig(_Params):
     # their larger clean set from the last scores. Each re-scoring costs about 0.06 training
     # runs. Measured: at 2 the poison gets into the unlearned sets (TaCT recall 99.8 to 32 %).
     rescore_every: int = 1
+    # What orders the last round's clean set: "kl" (the highest scores, as in every round) or
+    # "confidence" (the given labels the model holds least). The last round unlearns 90 % of
+    # the data, so the poison must rank in the other 10 %.
+    last_round_by: str = "kl"
     batch_size: int = 128
     seed: int = SEED
 

@@ -20,6 +20,11 @@ class Unlearning(str, Enum):
     uniform = "uniform"
 
 
+class LastRoundOrders(str, Enum):
+    kl = "kl"
+    confidence = "confidence"
+
+
 class SplitRules(str, Enum):
     agreement = "agreement"
     confidence = "confidence"
@@ -71,6 +76,9 @@ RelabelConfidence = Annotated[float, typer.Option(min=0, max=1, help="A suspect 
                                                                      "this confidence or above; under it, it is left out of the "
                                                                      "final training (0: every suspect is relabelled). 0.9 gained 0.43 "
                                                                      "points of accuracy and cost 1.25 of ASR (BENCHMARKS.md, Ablation).")]
+LastRoundBy = Annotated[LastRoundOrders, typer.Option(help="What picks the last enhancement round's clean set: kl (the "
+                                                             "highest scores, as every round) or confidence (the given "
+                                                             "labels the model holds least).")]
 RescoreEvery = Annotated[int, typer.Option(min=1, help="Re-score the data before every this-many-th enhancement round "
                                                        "(1: each round); the rounds between reuse the last scores. 2 lost "
                                                        "the poison on 3 of 3 attacks (BENCHMARKS.md, Ablation).")]

@@ -355,6 +355,27 @@ def test_relabel_leaves_out_the_suspects_it_would_relabel_unsure(runner, tmp_pat
     assert f"{len(unsure_expected)} suspects left out of the final training (the clean model gives another label" in said
 
 
+def test_the_last_round_can_unlearn_the_least_held_labels_instead_of_the_highest_scores(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12, poison=4)
+    common = ["--image-size", "16", "--batch-size", "8"]
+    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "2", *common]).exit_code == 0
+    (tmp_path / "seed.idx").write_text("0\n1\n12\n13\n24\n")
+    r = runner.invoke(app, ["enhance", str(data), "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed",
+                            str(tmp_path / "seed.idx"), "-o", str(out := tmp_path / "e"), "--rounds", "3",
+                            "--last-round-by", "confidence", *common])
+    assert r.exit_code == 0, r.stderr
+    for k, column, surely_clean in ((2, "kl", max), (3, "conf", min)):  # round 2 by KL, the last by confidence
+        rows = list(csv.DictReader((out / f"rounds/round{k}_scores.csv").open()))
+        value = {int(row["index"]): float(row[column]) for row in rows}
+        unlearned = set(map(int, (out / f"rounds/round{k}_clean.idx").read_text().split()))
+        assert 0 < len(unlearned) < len(value)
+        inside, outside = [value[i] for i in unlearned], [value[i] for i in set(value) - unlearned]
+        assert (min(inside) >= max(outside)) if surely_clean is max else (max(inside) <= min(outside))
+    by_kl = sorted(value, key=lambda i: -float(rows[i]["kl"]))[:len(unlearned)]
+    assert set(by_kl) != unlearned  # the two orders differ here, so the test tells them apart
+
+
 def test_enhancement_re_scores_every_kth_round_and_the_rounds_between_reuse_those_scores(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12, poison=4)

@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import IMAGE_SIZE, SEED, EnhanceConfig, ScoreConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (RescoreEvery, SkipBad, Unlearn, Unlearning, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
+from meca_cli.options import (LastRoundBy, LastRoundOrders, RescoreEvery, SkipBad, Unlearn, Unlearning, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
 
 
@@ -26,6 +26,7 @@ def enhance(
     unlearn: Unlearn = Unlearning(EnhanceConfig.unlearn),
     epochs_per_round: Annotated[int, typer.Option(min=1, help="Epochs per round.")] = EnhanceConfig.epochs_per_round,
     rescore_every: RescoreEvery = EnhanceConfig.rescore_every,
+    last_round_by: LastRoundBy = LastRoundOrders(EnhanceConfig.last_round_by),
     eps: Eps = ScoreConfig.eps,
     patch: Patch = ScoreConfig.patch,
     masks: Masks = ScoreConfig.masks,
@@ -44,7 +45,8 @@ def enhance(
     from meca_cli.commands.common import report_step
 
     cfg = EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=lr, unlearn=unlearn.value,
-                        epochs_per_round=epochs_per_round, rescore_every=rescore_every, batch_size=batch_size,
+                        epochs_per_round=epochs_per_round, rescore_every=rescore_every,
+                        last_round_by=last_round_by.value, batch_size=batch_size,
                         seed=seed)
     score_cfg = ScoreConfig(eps=eps, patch=patch, masks=masks, seed=seed)
     result = steps.enhance(data, model, clean_seed, out, steps.Common(device, image_size, cache_dir, force, skip_bad), cfg,

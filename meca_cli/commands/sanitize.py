@@ -9,7 +9,7 @@ import typer
 from meca_cli.config import (IMAGE_SIZE, SEED, EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
 from meca_cli.errors import ExitCode, cli_errors
-from meca_cli.options import (DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, RelabelConfidence, RescoreEvery, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
+from meca_cli.options import (LastRoundBy, LastRoundOrders, DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, RelabelConfidence, RescoreEvery, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
 STEP_HELP = "train-poisoned, score, partition, enhance, split, train-clean or relabel"
@@ -33,6 +33,7 @@ def sanitize(
     rho0: Annotated[float, typer.Option(min=0, max=1, help="Seed clean-set fraction (partition).")] = SanitizeConfig.rho0,
     rounds: Annotated[int, typer.Option(min=1, help="Enhancement rounds.")] = EnhanceConfig.rounds,
     rescore_every: RescoreEvery = EnhanceConfig.rescore_every,
+    last_round_by: LastRoundBy = LastRoundOrders(EnhanceConfig.last_round_by),
     rho_max: Annotated[float, typer.Option(min=0, max=1, help="Clean-set fraction of the last round.")] = EnhanceConfig.rho_max,
     lam: Annotated[float, typer.Option(min=0, help="Unlearning coefficient lambda.")] = EnhanceConfig.lam,
     ceiling: Annotated[float, typer.Option(min=0, help="No ascent on a sample whose loss exceeds this.")] = EnhanceConfig.ceiling,
@@ -77,7 +78,7 @@ def sanitize(
         poisoned_min_steps=poisoned_min_steps, clean_epochs=clean_epochs,
         score=ScoreConfig(eps=eps, patch=patch, masks=masks), rho0=rho0,
         enhance=EnhanceConfig(rounds=rounds, rho_max=rho_max, lam=lam, ceiling=ceiling, lr=enhance_lr, unlearn=unlearn.value,
-                              rescore_every=rescore_every,
+                              rescore_every=rescore_every, last_round_by=last_round_by.value,
                               batch_size=batch_size),
         split=SplitConfig(rule=split_rule.value, min_confidence=min_confidence, max_suspected=max_suspected),
         relabel=RelabelConfig(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, batch_size=batch_size,

@@ -91,7 +91,8 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
                 start_i, stop_i = dist.shard_range(len(images), dist.rank(), dist.world_size())
                 scores = dist.gather_scores(kl_scores(model, images, labels, score_cfg, device, start_i, stop_i),
                                             len(images))
-            clean_set = top_fraction(scores.kl, rhos[t])
+            by_confidence = cfg.last_round_by == "confidence" and t == cfg.rounds - 1
+            clean_set = top_fraction(-scores.conf if by_confidence else scores.kl, rhos[t])
             if on_rescore is not None:
                 on_rescore(t + 1, scores, clean_set)
             if logs[-1].agreement is None:
