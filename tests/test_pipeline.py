@@ -355,16 +355,21 @@ def test_relabel_leaves_out_the_suspects_it_would_relabel_unsure(runner, tmp_pat
     assert f"{len(unsure_expected)} suspects left out of the final training (the clean model gives another label" in said
 
 
-def test_the_last_round_can_unlearn_the_least_held_labels_instead_of_the_highest_scores(runner, tmp_path):
+def _enhanced(runner, tmp_path, *flags: str):
+    """`meca enhance` with FLAGS over a tiny folder's 2-epoch model: (its output folder, the result)."""
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12, poison=4)
     common = ["--image-size", "16", "--batch-size", "8"]
     assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "2", *common]).exit_code == 0
     (tmp_path / "seed.idx").write_text("0\n1\n12\n13\n24\n")
     r = runner.invoke(app, ["enhance", str(data), "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed",
-                            str(tmp_path / "seed.idx"), "-o", str(out := tmp_path / "e"), "--rounds", "3",
-                            "--last-round-by", "confidence", *common])
+                            str(tmp_path / "seed.idx"), "-o", str(out := tmp_path / "e"), *flags, *common])
     assert r.exit_code == 0, r.stderr
+    return out, r
+
+
+def test_the_last_round_can_unlearn_the_least_held_labels_instead_of_the_highest_scores(runner, tmp_path):
+    out, r = _enhanced(runner, tmp_path, "--rounds", "3", "--last-round-by", "confidence")
     for k, column, surely_clean in ((2, "kl", max), (3, "conf", min)):  # round 2 by KL, the last by confidence
         rows = list(csv.DictReader((out / f"rounds/round{k}_scores.csv").open()))
         value = {int(row["index"]): float(row[column]) for row in rows}
@@ -377,15 +382,7 @@ def test_the_last_round_can_unlearn_the_least_held_labels_instead_of_the_highest
 
 
 def test_enhancement_re_scores_every_kth_round_and_the_rounds_between_reuse_those_scores(runner, tmp_path):
-    data = tmp_path / "data"
-    make_image_folder(data, classes=3, per_class=12, poison=4)
-    common = ["--image-size", "16", "--batch-size", "8"]
-    assert runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--epochs", "2", *common]).exit_code == 0
-    (tmp_path / "seed.idx").write_text("0\n1\n12\n13\n24\n")
-    r = runner.invoke(app, ["enhance", str(data), "-m", str(tmp_path / "t" / "model.safetensors"), "--clean-seed",
-                            str(tmp_path / "seed.idx"), "-o", str(out := tmp_path / "e"), "--rounds", "4",
-                            "--rescore-every", "2", *common])
-    assert r.exit_code == 0, r.stderr
+    out, r = _enhanced(runner, tmp_path, "--rounds", "4", "--rescore-every", "2")
     scores = {k: (out / f"rounds/round{k}_scores.csv").read_text() for k in (2, 3, 4)}
     assert scores[3] == scores[2] != scores[4]  # rounds 2 and 4 re-score; round 3 takes round 2's scores
     kl = {int(row["index"]): float(row["kl"]) for row in csv.DictReader(io.StringIO(scores[2]))}
