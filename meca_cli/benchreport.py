@@ -357,9 +357,15 @@ def ablation_section(table: dict, headline: list[dict] = ()) -> list[str]:
                 "| value | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
         rows = [(_value_label(value) + (" *" if value == current else ""), [r for r in swept if r["value"] == value])
                 for value in values]
-        if current is not None and current not in values:
-            at_default = [r for r in headline if r["attack"] in attacks and r["seed"] in seeds]
-            if at_default:
+        # Today's default, where the sweep did not run it for some (attack, seed), from the headline runs.
+        pairs = {(r["attack"], r["seed"]) for r in swept}
+        have = {(r["attack"], r["seed"]) for r in swept if r["value"] == current}
+        at_default = [r for r in headline if (r["attack"], r["seed"]) in pairs - have]
+        if current is not None and at_default:
+            if current in values:
+                i = values.index(current)
+                rows[i] = (f"{rows[i][0]} (with headline runs)", rows[i][1] + at_default)
+            else:
                 rows.insert(0, (f"{_value_label(current)} * (headline runs)", at_default))
         for label, rs in rows:
             out.append("| " + " | ".join([label] + [_ablation_cell([r for r in rs if r["attack"] == attack])

@@ -203,3 +203,18 @@ def test_a_sweep_without_todays_default_takes_that_row_from_the_headline_runs():
     assert len(rows[0].split("|")) == 4  # no tact column
     # Without headline runs the table has the swept row alone.
     assert len([line for line in ablation_section({"protocol": "p", "runs": runs}) if line.startswith("| ")]) == 2
+
+
+def test_a_sweep_missing_todays_default_for_some_seeds_fills_them_from_the_headline_runs():
+    from meca_cli.benchreport import ablation_section
+    from meca_cli.config import EnhanceConfig
+
+    now = EnhanceConfig().rescore_every
+    runs = [{**_run("badnet", s, 0.7, 0.5), "param": "enhance.rescore_every", "value": now + 1, "default": False}
+            for s in (0, 1)]
+    runs.append({**_run("badnet", 0, 0.8, 0.9), "param": "enhance.rescore_every", "value": now, "default": True})
+    headline = [_run("badnet", 0, 0.5, 0.9), _run("badnet", 1, 0.6, 0.9), _run("badnet", 2, 0.1, 0.9)]
+    rows = [line for line in ablation_section({"protocol": "p", "runs": runs}, headline) if line.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [str(now + 1), f"{now} * (with headline runs)"]
+    # Seed 0 from the sweep (0.75), seed 1 from the headline (0.55); seed 2 was never swept.
+    assert rows[1].split("|")[2].strip().startswith("65.0 ±10.0 /")
