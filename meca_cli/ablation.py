@@ -59,9 +59,15 @@ def parse_sweep(spec: str, cfg: SanitizeConfig = SanitizeConfig()) -> dict[str, 
     kind = type(default_value(cfg, path))
     parse = (lambda v: {"true": True, "false": False}[v.strip().lower()]) if kind is bool else kind  # bool("false") is True
     try:
-        return {path: tuple(parse(v) for v in values.split(",") if v.strip())}
+        parsed = tuple(parse(v) for v in values.split(",") if v.strip())
     except (ValueError, KeyError):
         raise ConfigError(f"--ablate {path}: values must be {kind.__name__}, got {values!r}") from None
+    for value in parsed:  # the config's own checks (a string parameter's allowed values), before any run
+        try:
+            with_param(cfg, path, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--ablate {path}: {exc}") from None
+    return {path: parsed}
 
 
 def run_ablation(protocol_name: str, base: SanitizeConfig, sweeps: dict[str, tuple], make_experiment,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
+
+from meca_cli.errors import ConfigError
 
 
 IMAGE_SIZE = 32  # every image is resized to this square side (CIFAR-10's own)
@@ -15,6 +18,15 @@ SEED = 0  # of every random draw, unless a command's --seed says otherwise
 
 
 class _Params:
+    # The allowed values of each string parameter, checked whichever way the config was
+    # built (flags, a config file, an --ablate sweep), so a typo never runs as a default.
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __post_init__(self):
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)  # type: ignore[call-overload]
 
@@ -33,6 +45,7 @@ class TrainConfig(_Params):
     weight_decay: float = 5e-4
     warmup: float = 0.2  # fraction of steps spent ramping the lr up; then linear decay to 0
     schedule: str = "onecycle"  # "onecycle" (warmup then decay) or "constant"
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"schedule": ("onecycle", "constant")}
     label_smoothing: float = 0.0
     augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
     seed: int = SEED
@@ -66,11 +79,13 @@ class EnhanceConfig(_Params):
     last_round_by: str = "kl"
     batch_size: int = 128
     seed: int = SEED
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"unlearn": ("ascent", "uniform"), "last_round_by": ("kl", "confidence")}
 
 
 @dataclass(frozen=True)
 class SplitConfig(_Params):
     rule: str = "agreement"  # "agreement" (argmax == label) or "confidence" (p(label) >= min_confidence)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"rule": ("agreement", "confidence")}
     min_confidence: float = 0.5
     # At most this fraction is suspected; past it the enhancement did not separate, and the
     # suspects kept are those the enhanced model is most confident in (a warning says so).

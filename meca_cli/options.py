@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from meca_cli.config import EnhanceConfig, SplitConfig
+
 
 class Format(str, Enum):
     table = "table"
@@ -15,19 +17,14 @@ class Format(str, Enum):
     csv = "csv"
 
 
-class Unlearning(str, Enum):
-    ascent = "ascent"
-    uniform = "uniform"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-class LastRoundOrders(str, Enum):
-    kl = "kl"
-    confidence = "confidence"
-
-
-class SplitRules(str, Enum):
-    agreement = "agreement"
-    confidence = "confidence"
+# From the configs' own lists, so a flag and a config file accept the same values.
+Unlearning = _choices("Unlearning", EnhanceConfig.CHOICES["unlearn"])
+LastRoundOrders = _choices("LastRoundOrders", EnhanceConfig.CHOICES["last_round_by"])
+SplitRules = _choices("SplitRules", SplitConfig.CHOICES["rule"])
 
 
 DataArg = Annotated[Path, typer.Argument(help="Image folder laid out as DATA/<class>/<image>.", show_default=False)]

@@ -124,3 +124,9 @@ def test_ablation_sweeps_one_parameter_and_reuses_the_default(runner, tmp_path, 
 def test_ablation_refuses_an_unknown_parameter(runner, tmp_path):
     r = runner.invoke(app, ["bench", "--ablate", "enhance.nope=1,2", "--data", str(tmp_path)])
     assert r.exit_code == 2 and "unknown parameter 'enhance.nope'" in r.stderr
+
+
+def test_ablation_refuses_a_value_the_parameter_does_not_take(runner, tmp_path):
+    r = runner.invoke(app, ["bench", "--ablate", "enhance.last_round_by=kl,confidnce", "--data", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "--ablate enhance.last_round_by: last_round_by must be one of kl, confidence, got 'confidnce'" in r.stderr
