@@ -56,7 +56,10 @@ def parse_sweep(spec: str, cfg: SanitizeConfig = SanitizeConfig()) -> dict[str, 
     path, sep, values = spec.partition("=")
     if not sep or not values:
         raise ConfigError(f"--ablate: expected PARAM=V1,V2 or 'default', got {spec!r}")
-    kind = type(default_value(cfg, path))
+    default = default_value(cfg, path)
+    if default is None:  # chosen at run time (score.batch_size, by device): no result depends on it
+        raise ConfigError(f"--ablate {path}: chosen by the device, and no result depends on it; nothing to sweep")
+    kind = type(default)
     parse = (lambda v: {"true": True, "false": False}[v.strip().lower()]) if kind is bool else kind  # bool("false") is True
     try:
         parsed = tuple(parse(v) for v in values.split(",") if v.strip())

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meca_cli.config import EnhanceConfig, SplitConfig
+from meca_cli.config import EVAL_BATCH, EnhanceConfig, SplitConfig
 
 
 class Format(str, Enum):
@@ -39,6 +39,9 @@ CacheDir = Annotated[Path | None, typer.Option(help="Decode cache folder [defaul
 Force = Annotated[bool, typer.Option("--force", help="Recompute even when the step is up to date.")]
 Seed = Annotated[int, typer.Option(help="Seed of every random draw.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Samples per batch.")]
+EvalBatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, show_default=False,
+                                                   help=f"Samples per batch [default: by device, {EVAL_BATCH['cpu']['score']} on the CPU, "
+                                                        f"{EVAL_BATCH['cuda']['score']} on a GPU]; the scores do not depend on it.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Result format on stdout.")]
 
 # Training recipe.

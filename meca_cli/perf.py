@@ -135,7 +135,7 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
                          batch_size: int = 128) -> dict:
     """Pipeline throughput over raw throughput, for training and for scoring."""
     from meca_cli.config import ScoreConfig, TrainConfig
-    from meca_cli.core.device import prepare_model, to_float
+    from meca_cli.core.device import eval_batch_size, prepare_model, to_float
     from meca_cli.core.fold import inference_model
     from meca_cli.core.models import build_model
     from meca_cli.core.scoring import kl_scores, patch_positions, score_batch
@@ -174,7 +174,8 @@ def data_path_efficiency(data: Path, common: steps.Common, arch: str = "smallcnn
 
     score_cfg = ScoreConfig()
     scorer = inference_model(model, device)
-    xs, ys = to_float(dataset.images[:score_cfg.batch_size], device), dataset.labels[:score_cfg.batch_size]
+    score_batch_size = eval_batch_size(device, "score", score_cfg.batch_size)  # as kl_scores batches
+    xs, ys = to_float(dataset.images[:score_batch_size], device), dataset.labels[:score_batch_size]
     corners = patch_positions(len(xs), dataset.image_size, score_cfg)
     score_batch(scorer, xs, ys, corners, score_cfg)  # warm-up
     repeats = max(1, n // len(xs))

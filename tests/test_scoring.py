@@ -69,3 +69,23 @@ def test_sharded_scores_equal_whole():
     a = kl_scores(model, images, labels, cfg, torch.device("cpu"), 0, 4)
     b = kl_scores(model, images, labels, cfg, torch.device("cpu"), 4, 10)
     assert torch.allclose(torch.cat([a.kl, b.kl]), whole.kl, atol=1e-6)
+
+
+def test_scores_do_not_depend_on_the_batch_size():
+    # The batch size is chosen by the device for speed alone (config.EVAL_BATCH): in eval
+    # mode a convolutional model with BatchNorm must give every sample the same score whatever
+    # it is batched with.
+    from meca_cli.core.models import build_model
+    from meca_cli.core.train import predict_logits
+
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 10, 16)
+    images = torch.randint(0, 256, (70, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (70,))
+    cpu = torch.device("cpu")
+    chosen = kl_scores(model, images, labels, ScoreConfig(), cpu)
+    for batch_size in (7, 32, 256):
+        other = kl_scores(model, images, labels, ScoreConfig(batch_size=batch_size), cpu)
+        assert torch.allclose(other.kl, chosen.kl, rtol=1e-5, atol=1e-7)
+        assert torch.equal(other.pred, chosen.pred)
+    assert torch.allclose(predict_logits(model, images, cpu, batch_size=5), predict_logits(model, images, cpu), atol=1e-5)

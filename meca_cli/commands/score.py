@@ -7,7 +7,7 @@ import typer
 
 from meca_cli.config import IMAGE_SIZE, SEED, ScoreConfig
 from meca_cli.errors import cli_errors
-from meca_cli.options import (SkipBad, BatchSize, CacheDir, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
+from meca_cli.options import (SkipBad, CacheDir, EvalBatchSize, DataArg, Device, Eps, Force, Format, FormatOpt, ImageSize, Masks,
                               ModelOpt, Out, Patch, Seed)
 
 
@@ -19,7 +19,7 @@ def score(
     eps: Eps = ScoreConfig.eps,
     patch: Patch = ScoreConfig.patch,
     masks: Masks = ScoreConfig.masks,
-    batch_size: BatchSize = ScoreConfig.batch_size,
+    batch_size: EvalBatchSize = ScoreConfig.batch_size,
     shard: Annotated[str | None, typer.Option(help="Score only part i of n (e.g. 3/8) into OUT/shards/; for job arrays.")] = None,
     merge: Annotated[int | None, typer.Option(min=1, help="Join the N finished shards in OUT/shards/ into OUT/scores.csv.")] = None,
     seed: Seed = SEED,

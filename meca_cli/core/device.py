@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from meca_cli.config import EVAL_BATCH
 from meca_cli.errors import ConfigError
 
 
@@ -38,6 +39,13 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def eval_batch_size(device: torch.device, kind: str, requested: int | None = None) -> int:
+    """`requested` if given, else the batch of a `kind` ("score" or "predict") pass on `device`."""
+    if requested is not None:
+        return requested
+    return EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"][kind]  # config.EVAL_BATCH says why
 
 
 # The data set stays on the GPU only when it takes at most this share of the free memory;

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.config import ScoreConfig
-from meca_cli.core.device import autocast, stage, to_float
+from meca_cli.core.device import autocast, eval_batch_size, stage, to_float
 from meca_cli.core.fold import inference_model
 
 
@@ -82,11 +82,12 @@ def kl_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg:
     # Filled in place, not one small tensor per batch: those would pin heap between each
     # batch's large temporaries and let the process grow with the data set.
     n = stop - start
+    batch = eval_batch_size(device, "score", cfg.batch_size)
     kl, loss, conf = torch.empty(n), torch.empty(n), torch.empty(n)
     pred = torch.empty(n, dtype=torch.int64)
     with progress("score", n) as bar:
-        for lo in range(start, stop, cfg.batch_size):
-            hi = min(stop, lo + cfg.batch_size)
+        for lo in range(start, stop, batch):
+            hi = min(stop, lo + batch)
             out = score_batch(model, to_float(images[lo:hi], device), labels[lo:hi].to(device),
                               corners[lo:hi].to(device), cfg)
             for column, values in zip((kl, pred, loss, conf), out):

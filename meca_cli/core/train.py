@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meca_cli.core.augment import cut_mix, flip_crop
-from meca_cli.core.device import autocast, prepare_model, stage, to_float
+from meca_cli.core.device import autocast, eval_batch_size, prepare_model, stage, to_float
 from meca_cli.core.fold import inference_model
 from meca_cli.core import dist
 from meca_cli.config import TrainConfig
@@ -224,11 +224,12 @@ def fit(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256,
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int | None = None,
                    indices: torch.Tensor | None = None, fold: bool = True) -> torch.Tensor:
     """Logits (float32, CPU) for images[indices] in eval mode, BatchNorm folded (core.fold);
-    fold=False runs the model's own modules, for a hook on one of them. Batches of 256 were
-    the fastest measured on a 2-core CPU (smallcnn: 1.4x those of 512, which fall out of cache)."""
+    fold=False runs the model's own modules, for a hook on one of them. batch_size None: the
+    device's fastest (config.EVAL_BATCH)."""
+    batch_size = eval_batch_size(device, "predict", batch_size)
     model = inference_model(model, device) if fold else prepare_model(model, device).eval()
     images = stage(images, device)
     pool = torch.arange(len(images)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
