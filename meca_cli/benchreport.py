@@ -51,7 +51,10 @@ def _seed_list(runs: list[dict]) -> str:
 STALE = "†"  # marks a row measured with older defaults
 
 # Set per protocol (bench.protocol_config) or per run, so never a drift from the defaults.
-_NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps")
+_NOT_DEFAULTS = ("arch", "train.epochs", "train.min_steps",
+                 # Chosen by the device for speed alone (config.EVAL_BATCH): the 256 of earlier
+                 # runs and the device's batch of today give every sample the same score.
+                 "score.batch_size")
 # Parameters added with the behaviour every earlier run already had as their value: a run
 # recorded before one existed was measured at that value, not at an unknown one.
 _ADDED_AT_EARLIER_BEHAVIOUR = {"clean_epochs": 1.0, "relabel.lost_class_margin": 1.0,

@@ -90,6 +90,8 @@ def test_runs_measured_before_a_default_changed_are_named_with_what_differed():
     before_clean_epochs = {k: v for k, v in now.items() if k != "clean_epochs"}
     assert config_drift(before_clean_epochs) == ()
     assert config_drift({**now, "clean_epochs": 0.5}) == (f"clean_epochs=0.5 (now {now['clean_epochs']})",)
+    # The score's batch size is the device's choice and no figure depends on it.
+    assert config_drift({**now, "score": {**now["score"], "batch_size": 256}}) == ()
     notes = drift_notes([{"attack": "blend", "seed": 0, "config": old}, {"attack": "sig", "seed": 1, "config": now}])
     assert len(notes) == 2 and notes[0].startswith("† Not at the current defaults: blend seed 0;") and "sig" not in notes[0]
 
