@@ -188,8 +188,9 @@ def paper_rows() -> list[str]:
             f"MeCa ACC {100 * p['clean_meca_accuracy']:.2f}."]
 
 
-def perf_section(perf: dict) -> list[str]:
-    """The cost tables of `meca bench --perf`."""
+def perf_section(perf: dict, again: dict[str, dict] | None = None) -> list[str]:
+    """The cost tables of `meca bench --perf`; `again` holds the ratio measured again into
+    other results files (file name -> perf table), each on the machine it records."""
     m = perf.get("machine", {})
     out = ["## Cost (`meca bench --perf`)", "",
            f"One run on {m.get('cpu_count', '?')} CPU cores, torch {m.get('torch', '?')}; every figure below "
@@ -211,6 +212,15 @@ def perf_section(perf: dict) -> list[str]:
         total = sum(v for v in r["step_seconds"].values()) or 1
         out += [f"| {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in r["step_seconds"].items()]
         out += [""]
+    for name, table in (again or {}).items():
+        r, m = table["ratio"], table.get("machine", {})
+        runs = ", ".join(f"{x:.2f}" for x in sorted(p["ratio"] for p in r.get("pairs", [r])))
+        trains = ", ".join(f"{t:.0f}" for t in r.get("train_runs_seconds", [r["train_seconds"]]))
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in r["step_seconds"].items())
+        out += [f"**Measured again** on another {m.get('cpu_count', '?')}-core host (reproduce: `meca bench --perf "
+                f"--parts ratio --results benchmarks/results/{name}`): `meca train` {r['train_seconds'] / 60:.1f} min, "
+                f"`meca sanitize` {r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (runs {runs}; "
+                f"the trains took {trains} s; seconds per step: {steps}).", ""]
     for flags, r in perf.get("ratio_with", {}).items():
         names = flags.split()
         options = " ".join(f"--sanitize-option {n[2:]}={v}" for n, v in zip(names[::2], names[1::2]))
@@ -468,11 +478,16 @@ def render_all(result_files: list[Path]) -> str:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
     peers_by_protocol: dict[str, list[dict]] = defaultdict(list)
     perf = None
+    perf_again: dict[str, dict] = {}
     ablations = []
     for path in result_files:
         table = read_json(path)
         if "meca_perf_version" in table:
-            perf = table
+            # perf.json holds every cost table; another perf file holds the ratio measured again.
+            if path.name == "perf.json":
+                perf = table
+            elif "ratio" in table:
+                perf_again[path.name] = table
             continue
         if "meca_ablation_version" in table:
             ablations.append(table)
@@ -553,5 +568,5 @@ def render_all(result_files: list[Path]) -> str:
         at_defaults = [r for r in by_protocol.get(name, []) if not config_drift(r.get("config"))]
         out += ablation_section({"protocol": name, "runs": runs}, at_defaults)
     if perf is not None:
-        out += perf_section(perf)
+        out += perf_section(perf, perf_again)
     return "\n".join(out)

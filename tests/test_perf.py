@@ -90,3 +90,20 @@ def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_
 
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         perf.sanitize_flags(["rescore-every"])
+
+
+def test_a_ratio_measured_again_into_another_file_is_rendered_beside_perf_json(tmp_path):
+    from meca_cli.benchreport import render_all
+
+    def ratio_table(ratio, pairs):
+        return {"meca_perf_version": 1, "machine": {"cpu_count": 2},
+                "ratio": {"samples": 100, "train_seconds": 100.0, "sanitize_seconds": 100.0 * ratio, "ratio": ratio,
+                          "step_seconds": {"enhance": 50.0}, "pairs": [{"ratio": p} for p in pairs],
+                          "train_runs_seconds": [99.0, 101.0]}}
+
+    (tmp_path / "perf.json").write_text(json.dumps(ratio_table(1.9, [1.8, 1.9, 2.0])))
+    (tmp_path / "perf-again.json").write_text(json.dumps(ratio_table(2.01, [1.87, 2.01, 2.02])))
+    text = render_all(sorted(tmp_path.glob("*.json")))
+    main, again = text.index("ratio **1.90**"), text.index("ratio **2.01**")
+    assert main < again  # perf.json stays the section's own figure, whichever file sorts first
+    assert "--results benchmarks/results/perf-again.json" in text and "runs 1.87, 2.01, 2.02" in text
