@@ -159,3 +159,44 @@ def run_bench(protocol: Protocol, data: Path, work: Path, results: Path, attacks
             results.parent.mkdir(parents=True, exist_ok=True)
             write_json(results, table)
     return table
+
+
+VERDICT_VERSION = "1"
+
+
+def run_bench_verdict(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str],
+                      seeds: list[int], common: steps.Common, rate: float | None = None) -> dict:
+    """The dataset verdict alone on each run: it reads only the step-1 model's scores, so
+    sanitize runs up to its score step (in the same work folders as `run_bench`, which
+    resumes from them). A run is measured again when the verdict's settings changed."""
+    from meca_cli.core.verdict import dataset_verdict
+    from meca_cli.experiment import prepare_data
+    from meca_cli.pipeline import sanitize
+
+    root = locate_cifar10(data, work / "cifar10-src")
+    name, proto = protocol_label(protocol, rate=rate)
+    cfg = protocol_config(proto, SanitizeConfig())
+    table = read_json(results, {"meca_verdict_version": VERDICT_VERSION, "runs": []}, "fix or remove it")
+    for seed in seeds:
+        for attack in attacks:
+            key = {"protocol": name, "attack": attack, "seed": seed}
+            done = next((r for r in table["runs"] if all(r.get(k) == v for k, v in key.items())), None)
+            config = recorded_config(cfg.with_seed(seed))
+            if done is not None and done.get("config") == config:
+                info(f"bench: {name} {attack} seed {seed}: verdict measured already")
+                continue
+            info(f"bench: {name} {attack} seed {seed}: verdict")
+            exp = Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
+                             rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed)
+            train_dir, _ = prepare_data(exp, common)
+            sanitize(train_dir, exp.work / "run", common, cfg.with_seed(seed), until="score")
+            scores = steps.read_scores(exp.work / "run" / "score" / "scores.csv")
+            classes = steps.open_data(train_dir, common).classes
+            verdict = dataset_verdict(scores["label"], scores["kl"], scores["pred"], len(classes), cfg.verdict)
+            run = {**key, "rate": 0.0 if attack == CLEAN else proto.rate, "verdict": verdict, "config": config}
+            if done is not None:
+                table["runs"].remove(done)
+            table["runs"].append(run)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            write_json(results, table)
+    return table

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from meca_cli.bench import ALL_RUNS, PAPER, PAPER_DEFENCES
+from meca_cli.experiment import CLEAN
 from meca_cli.store.artifacts import read_json
 
 HEADER = """# Benchmarks
@@ -82,7 +83,10 @@ def _changed_defaults(config: dict | None, swept: str | None = None) -> tuple[li
     if not config:
         return [], []
     then, now = {**_ADDED_AT_EARLIER_BEHAVIOUR, **_flat(config)}, _flat(recorded_config(SanitizeConfig()))
-    keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")]
+    # The verdict's settings change no model and no split: a verdict measured at other settings
+    # is replaced by today's (verdicts_at_today), not marked as drift.
+    keys = [k for k in now if k not in _NOT_DEFAULTS and k != swept and k != "seed" and not k.endswith(".seed")
+            and not k.startswith("verdict.")]
     return ([k for k in keys if k not in then], [(k, then[k], now[k]) for k in keys if k in then and then[k] != now[k]])
 
 
@@ -474,11 +478,73 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
     return rows
 
 
+def verdicts_at_today(runs: list[dict], verdict_runs: list[dict]) -> None:
+    """Give each benchmark run the dataset verdict at today's settings: its own when it was
+    measured with them, else the one `meca bench --verdict` measured on the same run (same
+    protocol, attack and seed; the verdict reads only the step-1 scores), else none."""
+    from meca_cli.config import SanitizeConfig
+
+    today = SanitizeConfig().verdict.to_dict()
+    measured = {(r["protocol"], r["attack"], r["seed"]): r for r in verdict_runs}
+    for run in runs:
+        if (run.get("config") or {}).get("verdict") == today:
+            continue
+        again = measured.get((run["protocol"], run["attack"], run["seed"]))
+        if again is not None and again["config"]["verdict"] == today:
+            run["dataset_verdict"] = again["verdict"]
+        else:
+            run.pop("dataset_verdict", None)
+
+
+def verdict_section(runs: list[dict]) -> list[str]:
+    """Every run `meca bench --verdict` measured, and the verdict's error rates."""
+    from meca_cli.config import SanitizeConfig
+
+    today = SanitizeConfig().verdict.to_dict()
+    runs = [r for r in runs if r["config"]["verdict"] == today]
+    if not runs:
+        return []
+    order = lambda r: (_without_rate(r["protocol"]), r["rate"] > 0, r["rate"],  # noqa: E731
+                       ALL_RUNS.index(r["attack"]) if r["attack"] in ALL_RUNS else 99, r["seed"])
+    runs = sorted(runs, key=order)
+    commands = []
+    for protocol in dict.fromkeys(r["protocol"] for r in runs):
+        rs = [r for r in runs if r["protocol"] == protocol]
+        base, extra = _protocol_flags(_without_rate(protocol))
+        rate = f" --rate {_label_rate(protocol):g}" if "rate=" in protocol else ""
+        for attacks, seeds in _seed_groups(rs, sorted({r["attack"] for r in rs}, key=lambda a: ALL_RUNS.index(a))):
+            commands.append(f"`meca bench --protocol {base}{extra}{rate} --verdict --attacks {','.join(attacks)} "
+                            f"--seeds {','.join(map(str, seeds))}`")
+    clean = [r for r in runs if r["attack"] == CLEAN]
+    poisoned = [r for r in runs if r["attack"] != CLEAN]
+    alarms = sum(r["verdict"]["verdict"] == "poisoned" for r in clean)
+    misses = [r for r in poisoned if r["verdict"]["verdict"] != "poisoned"]
+    out = ["## Dataset verdict (`meca bench --verdict`)", "",
+           "The verdict reads the step-1 model's scores (README, \"Dataset verdict\"); each run here is steps 1-2 of "
+           "the benchmark run of the same protocol, attack and seed. Robust crowding: the class's share of the 1 % "
+           f"lowest KL scores over its share of the 25 % lowest (poisoned at {today['robust_ratio']}). Error "
+           "spread: the effective number of other classes the class's misclassified samples go to, over their "
+           f"number (poisoned at {today['spread_ratio']}). Reproduce: {'; '.join(commands)}.", "",
+           f"**Error rates**: false alarms on {alarms} of {len(clean)} clean runs; misses on {len(misses)} of "
+           f"{len(poisoned)} poisoned runs"
+           + (": " + ", ".join(f"{r['attack']} {100 * r['rate']:g} % seed {r['seed']}" for r in misses) if misses else "")
+           + ".", "",
+           "| protocol | attack | rate | seed | robust crowding (class) | error spread (class) | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        v = r["verdict"]
+        spread = "–" if v["error_spread"] is None else f"{v['error_spread']:.3f} ({v['error_spread_class']})"
+        out.append(f"| {_without_rate(r['protocol'])} | {r['attack']} | {100 * r['rate']:g} % | {r['seed']} | "
+                   f"{v['robust_crowding']:.2f} ({v['robust_crowding_class']}) | {spread} | {v['verdict']} |")
+    return out + [""]
+
+
 def render_all(result_files: list[Path]) -> str:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
     peers_by_protocol: dict[str, list[dict]] = defaultdict(list)
     perf = None
     perf_again: dict[str, dict] = {}
+    verdict_runs: list[dict] = []
     ablations = []
     for path in result_files:
         table = read_json(path)
@@ -492,12 +558,16 @@ def render_all(result_files: list[Path]) -> str:
         if "meca_ablation_version" in table:
             ablations.append(table)
             continue
+        if "meca_verdict_version" in table:
+            verdict_runs += table["runs"]
+            continue
         if "meca_defences_version" in table:
             for run in table["runs"]:
                 peers_by_protocol[run["protocol"]].append(run)
             continue
         for run in table["runs"]:
             by_protocol[run["protocol"]].append(run)
+    verdicts_at_today([r for rs in by_protocol.values() for r in rs], verdict_runs)
     out = [HEADER]
     rate_sweeps: dict[str, list[str]] = defaultdict(list)  # base protocol -> its other-rate names
     for name in by_protocol:
@@ -562,11 +632,13 @@ def render_all(result_files: list[Path]) -> str:
                 for t in ablations for r in t["runs"] if r.get("default")}
     out += rounds_section([r for rs in by_protocol.values() for r in rs] + list(defaults.values()))
     merged: dict[str, list[dict]] = defaultdict(list)  # one section per protocol, however many files hold it
+    verdicts_at_today([r for t in ablations for r in t["runs"]], [])  # a sweep's runs differ from --verdict's
     for table in ablations:
         merged[table["protocol"]] += table["runs"]
     for name, runs in merged.items():
         at_defaults = [r for r in by_protocol.get(name, []) if not config_drift(r.get("config"))]
         out += ablation_section({"protocol": name, "runs": runs}, at_defaults)
+    out += verdict_section(verdict_runs)
     if perf is not None:
         out += perf_section(perf, perf_again)
     return "\n".join(out)

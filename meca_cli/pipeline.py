@@ -113,7 +113,9 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
     write_csv(run / "verdicts.csv", VERDICT_COLUMNS,
               ((s["index"], s["path"], s["label"], s["kl"], s["enhanced_pred"], s["verdict"], int(r["new_label"]))
                for s, r in zip(split_rows, relabel_rows)))
-    verdict = dataset_verdict(dataset.labels, suspected, len(dataset.classes), cfg.verdict)
+    scores = steps.read_scores(run / "score" / "scores.csv")
+    verdict = dataset_verdict(scores["label"], scores["kl"], scores["pred"], len(dataset.classes), cfg.verdict,
+                              suspected=suspected)
     if verdict["suspected_class"] is not None:
         verdict["suspected_class_name"] = dataset.classes[verdict["suspected_class"]]
     manifests = {name: _summary(run / name) for name in STEPS}

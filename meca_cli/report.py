@@ -152,15 +152,23 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     return html_path
 
 
+def verdict_reason(v: dict, classes: list[str]) -> str:
+    """The dataset verdict's reason in one sentence (core.verdict defines the statistics)."""
+    name = lambda c: classes[c] if c is not None and 0 <= c < len(classes) else str(c)  # noqa: E731
+    robust = (f"the most crowded class ({name(v['robust_crowding_class'])}) fills the 1 % lowest scores "
+              f"{v['robust_crowding']:.2f}x as densely as the 25 % lowest (poisoned at {v['robust_threshold']})")
+    spread = ("too few training errors to see where they go" if v["error_spread"] is None else
+              f"the errors of {name(v['error_spread_class'])} spread over {v['error_spread']:.0%} of the other "
+              f"classes, the most evenly (poisoned at {v['spread_threshold']:.0%})")
+    if v["verdict"] == "poisoned":
+        return f"class {name(v['suspected_class'])}: " + (robust if v["reason"] == "robust" else spread)
+    return f"no class stands out: {robust}; {spread}"
+
+
 def render_html(report: dict, figures: dict[str, str], with_truth: bool) -> str:
     v = report["dataset_verdict"]
     esc = html.escape
-    why = (f"suspects concentrate in class {esc(str(v.get('suspected_class_name', v.get('suspected_class'))))}: "
-           f"its suspect rate {v['suspected_rate_top_class']:.1%} is {v['concentration']:.1f}x the median of the "
-           f"other classes ({v['suspected_rate_other_median']:.1%}), above the threshold {v['threshold']}"
-           if v["verdict"] == "poisoned" else
-           f"suspects are spread over the classes: the most-suspected class is {v['concentration']:.1f}x the "
-           f"median of the others, below the threshold {v['threshold']}")
+    why = esc(verdict_reason(v, report.get("classes", [])))
     colour = "#d64541" if v["verdict"] == "poisoned" else "#2e7d32"
 
     def img(name: str, alt: str) -> str:

@@ -170,14 +170,13 @@ def test_gate_exit_codes(runner, tmp_path):
     base = ["sanitize", str(data), "--out", str(run), *FAST]
     ok = runner.invoke(app, base)
     assert ok.exit_code == 0
-    report = json.loads((run / "report.json").read_text())
-    concentration = report["dataset_verdict"]["concentration"]
-    # Forcing the threshold below the measured concentration trips the gate (exit 1) only with --fail-over.
-    tripped = runner.invoke(app, [*base, "--concentration", "1", "--fail-over", "0"])
-    assert concentration >= 1
+    # Robust-crowding thresholds of 0 make every folder "poisoned": the gate trips (exit 1)
+    # only with --fail-over, and only over the estimated poison fraction.
+    tripped = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0", "--fail-over", "0"])
     v = json.loads((run / "report.json").read_text())["dataset_verdict"]
+    assert v["verdict"] == "poisoned" and v["reason"] == "robust"
     assert tripped.exit_code == (1 if v["estimated_poison_fraction"] > 0 else 0)
-    no_gate = runner.invoke(app, [*base, "--concentration", "1"])
+    no_gate = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0"])
     assert no_gate.exit_code == 0
 
 

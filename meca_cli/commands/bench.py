@@ -35,6 +35,9 @@ def bench(
     perf: Annotated[bool, typer.Option("--perf", help="Measure cost instead of efficacy: sanitize/train ratio, data-path "
                                                       "efficiency, growth with size, peak memory, 1 vs 2 DDP processes "
                                                       "[results: benchmarks/results/perf.json].")] = False,
+    verdict: Annotated[bool, typer.Option("--verdict", help="Measure only the dataset verdict, which reads the step-1 "
+                                                            "scores: each run's steps 1-2 "
+                                                            "[results: benchmarks/results/<protocol>-verdict.json].")] = False,
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
     repeats: Annotated[int, typer.Option(min=1, help="--perf ratio: sanitize runs, each timed between two plain "
@@ -117,6 +120,14 @@ def bench(
                      protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps, rate)[0], root, work, names,
                      seed_list, chosen,
                      steps.Common(device=device, cache_dir=cache_dir))
+        return
+    if verdict:
+        from meca_cli.bench import protocol_label, run_bench_verdict
+
+        label = protocol_label(PROTOCOLS[protocol], rate=rate)[0]
+        run_bench_verdict(PROTOCOLS[protocol], data, work,
+                          results if explicit_results else Path("benchmarks/results") / f"{label}-verdict.json",
+                          names, seed_list, steps.Common(device=device, cache_dir=cache_dir), rate=rate)
         return
     if ablate:
         from meca_cli.ablation import parse_sweep

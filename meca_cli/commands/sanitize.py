@@ -50,7 +50,9 @@ def sanitize(
     relabel_confidence: RelabelConfidence = RelabelConfig.relabel_confidence,
     drop_held: DropHeld = RelabelConfig.drop_held,
     held_confidence: HeldConfidence = RelabelConfig.held_confidence,
-    concentration: Annotated[float, typer.Option(min=1, help="Dataset verdict: suspect concentration that means poisoned.")] = VerdictConfig.concentration,
+    robust_ratio: Annotated[float, typer.Option(min=0, help="Dataset verdict: a class's share of the 1 % lowest scores over its share of the 25 % lowest that means poisoned.")] = VerdictConfig.robust_ratio,
+    robust_min_z: Annotated[float, typer.Option(help="Dataset verdict: ...and how many binomial standard deviations that class's count in the 1 % must lie above chance.")] = VerdictConfig.robust_min_z,
+    spread_ratio: Annotated[float, typer.Option(min=0, max=1, help="Dataset verdict: how evenly a class's training errors spread over the other classes (effective number over their number) that means poisoned.")] = VerdictConfig.spread_ratio,
     max_suspected: Annotated[float, typer.Option(min=0, max=1, help="Split: at most this fraction is suspected.")] = SplitConfig.max_suspected,
     start: Annotated[str | None, typer.Option("--from", help=f"Recompute from this step on ({STEP_HELP}).")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
@@ -85,7 +87,7 @@ def sanitize(
                               keep_lost_class=keep_lost_class, lost_class_share=lost_class_share, lost_class_margin=lost_class_margin,
                               finetune_clean_share=finetune_clean_share, relabel_confidence=relabel_confidence,
                               drop_held=drop_held, held_confidence=held_confidence),
-        verdict=VerdictConfig(concentration=concentration),
+        verdict=VerdictConfig(robust_ratio=robust_ratio, robust_min_z=robust_min_z, spread_ratio=spread_ratio),
     ).with_seed(seed)
     common = steps.Common(device, image_size, cache_dir, force, skip_bad)
     result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)

@@ -1,41 +1,111 @@
 """The dataset-level verdict: is this folder poisoned at all?
 
-Step 5 marks every sample the enhanced model still agrees with as suspected, so a clean
-folder gets suspects too. What separates a poisoned folder is *where* they sit: a backdoor
-pulls its samples into one target class, where the enhanced model keeps agreeing with the
-labels; the hope is that on clean data the unlearning erases agreement evenly across classes.
+It reads the step-1 model's scores (step 2), not the enhanced model: the enhancement
+collapses onto one class on clean data too, so where the suspects sit cannot tell clean
+from poisoned (measured: eleven false alarms in eleven clean runs; docs/measurements.md).
+A backdoor leaves one of two marks on the model that trained on it, each measured so that
+a class that is merely easy or hard does not show it:
 
-The statistic is the concentration of suspects: the suspect rate of the most-suspected
-class divided by the median suspect rate of the other classes. Known weakness (measured,
-README "Dataset verdict"): the enhanced model can collapse onto one class on clean data
-too, which this statistic calls poisoned.
+- **robust**: poison the model has fitted is its most robust feature, so its class crowds
+  the extreme low end of the KL score. The statistic is a class's share of the 1 % lowest
+  scores over its share of the 25 % lowest: an easy class crowds both alike, a poisoned
+  one the extreme far more. Class sizes cancel. On a small folder a few images make a
+  high ratio by chance, so the class's count in the tail must also lie `robust_min_z`
+  binomial standard deviations above what its share of the 25 % predicts.
+- **spread**: dirty-label poison the model has not fitted (a weak training trigger) is an
+  image of some other class labelled with the target, which the model calls by its own
+  class: the target's misclassified samples spread over all the other classes alike. A
+  class's own mistakes go to the few classes that look like it (cat to dog, automobile to
+  truck). The statistic is the effective number of classes a class's errors go to (the
+  exponential of their entropy) over the number of other classes.
+
+The verdict is "poisoned" when either statistic reaches its threshold; the class named is
+the one where it does. When the split is given, the suspects in that class beyond the
+other classes' median rate estimate the poison fraction (the `--fail-over` gate's number).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from meca_cli.config import VerdictConfig
 
 
-def dataset_verdict(labels: torch.Tensor, suspected: torch.Tensor, num_classes: int,
-                    cfg: VerdictConfig = VerdictConfig()) -> dict:
-    counts = torch.bincount(labels, minlength=num_classes).double().clamp_min(1)
-    rates = torch.bincount(labels[suspected], minlength=num_classes).double() / counts
-    top = int(rates.argmax())
-    others = torch.cat([rates[:top], rates[top + 1:]])
-    baseline = float(others.median()) if len(others) else 0.0
-    concentration = float(rates[top]) / max(baseline, 1e-3)
-    poisoned = concentration >= cfg.concentration
-    # Suspects in the flagged class beyond what the other classes show: the poison estimate.
-    excess = (float(rates[top]) - baseline) * float(counts[top]) if poisoned else 0.0
-    return {
-        "verdict": "poisoned" if poisoned else "clean",
-        "concentration": round(concentration, 4),
-        "threshold": cfg.concentration,
-        "suspected_class": top if poisoned else None,
-        "suspected_rate_top_class": round(float(rates[top]), 4),
-        "suspected_rate_other_median": round(baseline, 4),
-        "suspected_fraction": round(float(suspected.float().mean()), 4),
-        "estimated_poison_fraction": round(max(0.0, excess) / max(1, len(labels)), 4),
+def robust_crowding(kl: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                    cfg: VerdictConfig = VerdictConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class: its share of the `robust_tail` lowest scores over its share of the
+    `robust_reference` lowest (0 for a class absent from the wider set), and how many
+    standard deviations its count in the tail lies above what that share predicts (a
+    binomial z: on a small folder a ratio can be high by chance)."""
+    order = torch.argsort(kl, stable=True)
+
+    def counts(fraction: float) -> tuple[torch.Tensor, int]:
+        k = max(1, round(fraction * len(kl)))
+        return torch.bincount(labels[order[:k]], minlength=num_classes).double(), k
+
+    (tail, k), (reference, k_ref) = counts(cfg.robust_tail), counts(cfg.robust_reference)
+    share = reference / k_ref
+    ratio = torch.where(share > 0, (tail / k) / share.clamp_min(1e-12), torch.zeros_like(share))
+    expected = k * share
+    z = (tail - expected) / (expected * (1 - share)).clamp_min(1e-12).sqrt()
+    return ratio, z
+
+
+def error_spread(labels: torch.Tensor, pred: torch.Tensor, num_classes: int,
+                 cfg: VerdictConfig = VerdictConfig()) -> torch.Tensor:
+    """Per class: over how many of the other classes its misclassified samples spread, as
+    the effective number (the exponential of the entropy of their predicted classes) over
+    the number of other classes, 0..1; NaN for a class with fewer than `min_errors` errors."""
+    wrong = pred != labels
+    flows = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    flows.index_put_((labels[wrong], pred[wrong]), torch.ones(int(wrong.sum()), dtype=torch.float64), accumulate=True)
+    errors = flows.sum(1)
+    p = flows / errors.clamp_min(1).unsqueeze(1)
+    effective = torch.exp(-(p * torch.log(p.clamp_min(1e-300))).sum(1))
+    return torch.where(errors >= cfg.min_errors, effective / max(1, num_classes - 1),
+                       torch.full_like(errors, float("nan")))
+
+
+def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, num_classes: int,
+                    cfg: VerdictConfig = VerdictConfig(), suspected: torch.Tensor | None = None) -> dict:
+    """The verdict from the step-1 scores (kl and prediction per sample, by index); with the
+    split's `suspected` mask, also the estimated poison fraction."""
+    crowding, significance = robust_crowding(kl, labels, num_classes, cfg)
+    robust_class = int(crowding.argmax())
+    robust = float(crowding[robust_class])  # already relative: 1 is a class crowding both ends alike
+    robust_z = float(significance[robust_class])
+    spread_all = error_spread(labels, pred, num_classes, cfg)
+    known = ~torch.isnan(spread_all)
+    spread_class = int(torch.where(known, spread_all, -1.0).argmax()) if known.any() else None
+    spread = None if spread_class is None else float(spread_all[spread_class])
+    # Each statistic over its threshold; the class of the one that exceeds it most.
+    fired = [(value / threshold if threshold > 0 else math.inf, cls, name) for value, threshold, cls, name in
+             ((robust if robust_z >= cfg.robust_min_z else None, cfg.robust_ratio, robust_class, "robust"),
+              (spread, cfg.spread_ratio, spread_class, "spread"))
+             if value is not None and value >= threshold]
+    _, named, reason = max(fired, key=lambda f: f[0]) if fired else (None, None, None)
+    out = {
+        "verdict": "poisoned" if fired else "clean",
+        "reason": reason,
+        "suspected_class": named,
+        "robust_crowding": None if robust is None else round(robust, 4),
+        "robust_crowding_class": robust_class,
+        "robust_crowding_z": round(robust_z, 2),
+        "robust_threshold": cfg.robust_ratio,
+        "error_spread": None if spread is None else round(spread, 4),
+        "error_spread_class": spread_class,
+        "spread_threshold": cfg.spread_ratio,
     }
+    if suspected is not None:
+        counts = torch.bincount(labels, minlength=num_classes).double().clamp_min(1)
+        rates = torch.bincount(labels[suspected], minlength=num_classes).double() / counts
+        out["suspected_fraction"] = round(float(suspected.float().mean()), 4)
+        excess = 0.0
+        if named is not None:
+            baseline = float(torch.cat([rates[:named], rates[named + 1:]]).median())
+            excess = max(0.0, (float(rates[named]) - baseline) * float(counts[named]))
+        # Suspects in the named class beyond what the other classes show: the poison estimate.
+        out["estimated_poison_fraction"] = round(excess / max(1, len(labels)), 4)
+    return out
