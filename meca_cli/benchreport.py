@@ -481,7 +481,8 @@ def defences_table(runs: list[dict], peer_runs: list[dict]) -> list[str]:
 def verdicts_at_today(runs: list[dict], verdict_runs: list[dict]) -> None:
     """Give each benchmark run the dataset verdict at today's settings: its own when it was
     measured with them, else the one `meca bench --verdict` measured on the same run (same
-    protocol, attack and seed; the verdict reads only the step-1 scores), else none."""
+    protocol, attack and seed, and the run at today's defaults: the verdict reads only the
+    step-1 scores), else none."""
     from meca_cli.config import SanitizeConfig
 
     today = SanitizeConfig().verdict.to_dict()
@@ -489,8 +490,9 @@ def verdicts_at_today(runs: list[dict], verdict_runs: list[dict]) -> None:
     for run in runs:
         if (run.get("config") or {}).get("verdict") == today:
             continue
-        again = measured.get((run["protocol"], run["attack"], run["seed"]))
-        if again is not None and again["config"]["verdict"] == today:
+        again = measured.get((run.get("protocol"), run["attack"], run["seed"]))
+        # Only a run at today's defaults has the step-1 scores the measurement was made on.
+        if again is not None and again["config"]["verdict"] == today and not config_drift(run.get("config")):
             run["dataset_verdict"] = again["verdict"]
         else:
             run.pop("dataset_verdict", None)
