@@ -523,8 +523,9 @@ def verdict_section(runs: list[dict]) -> list[str]:
     misses = [r for r in poisoned if r["verdict"]["verdict"] != "poisoned"]
     out = ["## Dataset verdict (`meca bench --verdict`)", "",
            "The verdict reads the step-1 model's scores (README, \"Dataset verdict\"); each run here is steps 1-2 of "
-           "the benchmark run of the same protocol, attack and seed. Robust crowding: the class's share of the 1 % "
-           f"lowest KL scores over its share of the 25 % lowest (poisoned at {today['robust_ratio']}). Error "
+           "the benchmark run of the same protocol, attack and seed. Robust crowding: the odds of the class among the 1 % "
+           f"lowest KL scores over its odds among the 25 % lowest (poisoned at {today['robust_ratio']}, with its "
+           f"count there {today['robust_min_z']:g} binomial standard deviations above chance). Error "
            "spread: the effective number of other classes the class's misclassified samples go to, over their "
            f"number (poisoned at {today['spread_ratio']}). Reproduce: {'; '.join(commands)}.", "",
            f"**Error rates**: false alarms on {alarms} of {len(clean)} clean runs; misses on {len(misses)} of "

@@ -155,8 +155,9 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
 def verdict_reason(v: dict, classes: list[str]) -> str:
     """The dataset verdict's reason in one sentence (core.verdict defines the statistics)."""
     name = lambda c: classes[c] if c is not None and 0 <= c < len(classes) else str(c)  # noqa: E731
-    robust = (f"the most crowded class ({name(v['robust_crowding_class'])}) fills the 1 % lowest scores "
-              f"{v['robust_crowding']:.2f}x as densely as the 25 % lowest (poisoned at {v['robust_threshold']})")
+    robust = (f"the class likeliest among the 1 % lowest scores ({name(v['robust_crowding_class'])}) is "
+              f"{v['robust_crowding']:.2f}x as likely there as among the 25 % lowest (odds ratio; poisoned at "
+              f"{v['robust_threshold']}, {v['robust_crowding_z']:.1f} standard deviations above chance)")
     spread = ("too few training errors to see where they go" if v["error_spread"] is None else
               f"the errors of {name(v['error_spread_class'])} spread over {v['error_spread']:.0%} of the other "
               f"classes, the most evenly (poisoned at {v['spread_threshold']:.0%})")

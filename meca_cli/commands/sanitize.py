@@ -50,7 +50,7 @@ def sanitize(
     relabel_confidence: RelabelConfidence = RelabelConfig.relabel_confidence,
     drop_held: DropHeld = RelabelConfig.drop_held,
     held_confidence: HeldConfidence = RelabelConfig.held_confidence,
-    robust_ratio: Annotated[float, typer.Option(min=0, help="Dataset verdict: a class's share of the 1 % lowest scores over its share of the 25 % lowest that means poisoned.")] = VerdictConfig.robust_ratio,
+    robust_ratio: Annotated[float, typer.Option(min=0, help="Dataset verdict: a class's odds among the 1 % lowest scores over its odds among the 25 % lowest that means poisoned...")] = VerdictConfig.robust_ratio,
     robust_min_z: Annotated[float, typer.Option(help="Dataset verdict: ...and how many binomial standard deviations that class's count in the 1 % must lie above chance.")] = VerdictConfig.robust_min_z,
     spread_ratio: Annotated[float, typer.Option(min=0, max=1, help="Dataset verdict: how evenly a class's training errors spread over the other classes (effective number over their number) that means poisoned.")] = VerdictConfig.spread_ratio,
     max_suspected: Annotated[float, typer.Option(min=0, max=1, help="Split: at most this fraction is suspected.")] = SplitConfig.max_suspected,

@@ -7,11 +7,13 @@ A backdoor leaves one of two marks on the model that trained on it, each measure
 a class that is merely easy or hard does not show it:
 
 - **robust**: poison the model has fitted is its most robust feature, so its class crowds
-  the extreme low end of the KL score. The statistic is a class's share of the 1 % lowest
-  scores over its share of the 25 % lowest: an easy class crowds both alike, a poisoned
-  one the extreme far more. Class sizes cancel. On a small folder a few images make a
-  high ratio by chance, so the class's count in the tail must also lie `robust_min_z`
-  binomial standard deviations above what its share of the 25 % predicts.
+  the extreme low end of the KL score. The statistic is the odds of a class among the 1 %
+  lowest scores over its odds among the 25 % lowest: an easy class crowds both alike, a
+  poisoned one the extreme far more. Odds, not shares: at a high poison rate the poison
+  fills most of the 25 % too, and a ratio of shares, capped by that share, would fall
+  (measured: 1.31 at 20 % BadNet). On a small folder a few images make high odds by
+  chance, so the class's count in the tail must also lie `robust_min_z` binomial standard
+  deviations above what its share of the 25 % predicts.
 - **spread**: dirty-label poison the model has not fitted (a weak training trigger) is an
   image of some other class labelled with the target, which the model calls by its own
   class: the target's misclassified samples spread over all the other classes alike. A
@@ -35,10 +37,11 @@ from meca_cli.config import VerdictConfig
 
 def robust_crowding(kl: torch.Tensor, labels: torch.Tensor, num_classes: int,
                     cfg: VerdictConfig = VerdictConfig()) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per class: its share of the `robust_tail` lowest scores over its share of the
-    `robust_reference` lowest (0 for a class absent from the wider set), and how many
-    standard deviations its count in the tail lies above what that share predicts (a
-    binomial z: on a small folder a ratio can be high by chance)."""
+    """Per class: the odds of its images among the `robust_tail` lowest scores over their
+    odds among the `robust_reference` lowest (with half a count added to each cell, so an
+    all-poison tail stays finite), and how many standard deviations its count in the tail
+    lies above what its share of the reference predicts (a binomial z: on a small folder
+    the odds can be high by chance)."""
     order = torch.argsort(kl, stable=True)
 
     def counts(fraction: float) -> tuple[torch.Tensor, int]:
@@ -46,8 +49,9 @@ def robust_crowding(kl: torch.Tensor, labels: torch.Tensor, num_classes: int,
         return torch.bincount(labels[order[:k]], minlength=num_classes).double(), k
 
     (tail, k), (reference, k_ref) = counts(cfg.robust_tail), counts(cfg.robust_reference)
+    odds = lambda n, total: (n + 0.5) / (total - n + 0.5)  # noqa: E731
+    ratio = odds(tail, k) / odds(reference, k_ref)
     share = reference / k_ref
-    ratio = torch.where(share > 0, (tail / k) / share.clamp_min(1e-12), torch.zeros_like(share))
     expected = k * share
     z = (tail - expected) / (expected * (1 - share)).clamp_min(1e-12).sqrt()
     return ratio, z
@@ -74,7 +78,7 @@ def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, 
     split's `suspected` mask, also the estimated poison fraction."""
     crowding, significance = robust_crowding(kl, labels, num_classes, cfg)
     robust_class = int(crowding.argmax())
-    robust = float(crowding[robust_class])  # already relative: 1 is a class crowding both ends alike
+    robust = float(crowding[robust_class])  # 1: a class as common at the extreme as in the wider end
     robust_z = float(significance[robust_class])
     spread_all = error_spread(labels, pred, num_classes, cfg)
     known = ~torch.isnan(spread_all)
