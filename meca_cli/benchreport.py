@@ -133,7 +133,7 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     order = lambda k: (ALL_RUNS.index(k[0]) if k[0] in ALL_RUNS else 99, k[1], bool(k[2]), k[2])  # noqa: E731
     for attack, rate, drift in sorted(groups, key=order):
         rs = groups[(attack, rate, drift)]
-        verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in rs})
+        verdicts = sorted({_get(r, "dataset_verdict", "verdict") or "–" for r in rs})
         g = lambda *p: [_get(r, *p) for r in rs]  # noqa: E731
         rows.append("| " + " | ".join([
             attack, *([f"{100 * rate:g} %"] if by_rate else []), _seed_list(rs) + _stale_mark(rs[0].get("config")),
@@ -399,7 +399,7 @@ def _ablation_cell(got: list[dict]) -> str:
     if not got:
         return "–"
     g = lambda *p: [_get(r, *p) for r in got]  # noqa: E731
-    verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "?" for r in got}))
+    verdicts = "/".join(sorted({_get(r, "dataset_verdict", "verdict") or "–" for r in got}))
     return " / ".join([_cell(g("meca_final_model", "accuracy")), _cell(g("meca_final_model", "asr")),
                        _cell(g("meca_final_model", "target_accuracy")), _cell(g("detection", "recall")),
                        _cell(g("detection", "fpr"))]) + f" {verdicts}"
@@ -527,7 +527,9 @@ def verdict_section(runs: list[dict]) -> list[str]:
            f"lowest KL scores over its odds among the 25 % lowest (poisoned at {today['robust_ratio']}, with its "
            f"count there {today['robust_min_z']:g} binomial standard deviations above chance). Error "
            "spread: the effective number of other classes the class's misclassified samples go to, over their "
-           f"number (poisoned at {today['spread_ratio']}). Reproduce: {'; '.join(commands)}.", "",
+           f"number (poisoned at {today['spread_ratio']}). Reproduce: {'; '.join(commands)}. The verdict column of "
+           "the tables above is this measurement where it covers the run (at today's defaults), and – where "
+           "no verdict was measured at today's settings.", "",
            f"**Error rates**: false alarms on {alarms} of {len(clean)} clean runs; misses on {len(misses)} of "
            f"{len(poisoned)} poisoned runs"
            + (": " + ", ".join(f"{r['attack']} {100 * r['rate']:g} % seed {r['seed']}" for r in misses) if misses else "")
