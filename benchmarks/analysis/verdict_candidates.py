@@ -1,9 +1,10 @@
 """The dataset-verdict candidates measured on the step-1 scores, beside the shipped verdict.
 
-Usage: python benchmarks/analysis/verdict_candidates.py WORK/cifar10-small/*-s*
+Usage: python benchmarks/analysis/verdict_candidates.py WORK/cifar10-small/*-s* [RUN ...]
 
 WORK is a `meca bench --verdict` (or `meca bench`) work folder: each run holds
-data/train/ground_truth.csv and run/score/scores.csv. For each run, the class where each
+data/train/ground_truth.csv and run/score/scores.csv; a RUN is a `meca sanitize --out RUN`
+folder (RUN/score/scores.csv, no ground truth). For each run, the class where each
 statistic peaks and its value:
 
 - outflow z: (label c predicted other - label other predicted c) / sqrt(their sum), the
@@ -39,11 +40,17 @@ def peak(values: list[float]) -> str:
 
 
 def analyse(folder: Path) -> None:
-    with open(folder / "data/train/ground_truth.csv", encoding="utf-8") as f:
-        roles = [r["role"] for r in csv.DictReader(f)]
-    with open(folder / "run/score/scores.csv", encoding="utf-8") as f:
+    # A benchmark or demo run (data/train, run/), or a sanitize run folder of any data (score/).
+    truth, scores = folder / "data/train/ground_truth.csv", folder / "run/score/scores.csv"
+    if not scores.is_file():
+        scores = folder / "score/scores.csv"
+    roles = []
+    if truth.is_file():
+        with open(truth, encoding="utf-8") as f:
+            roles = [r["role"] for r in csv.DictReader(f)]
+    with open(scores, encoding="utf-8") as f:
         conf = [float(r["conf"]) for r in csv.DictReader(f)]
-    s = steps.read_scores(folder / "run/score/scores.csv")
+    s = steps.read_scores(scores)
     labels, pred, kl = s["label"].tolist(), s["pred"].tolist(), s["kl"]
     classes = max(labels) + 1
     out, inflow, errors, sure, count = ([0] * classes for _ in range(5))
