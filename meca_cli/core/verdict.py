@@ -84,17 +84,19 @@ def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, 
     known = ~torch.isnan(spread_all)
     spread_class = int(torch.where(known, spread_all, -1.0).argmax()) if known.any() else None
     spread = None if spread_class is None else float(spread_all[spread_class])
-    # Each statistic over its threshold; the class of the one that exceeds it most.
-    fired = [(value / threshold if threshold > 0 else math.inf, cls, name) for value, threshold, cls, name in
-             ((robust if robust_z >= cfg.robust_min_z else None, cfg.robust_ratio, robust_class, "robust"),
-              (spread, cfg.spread_ratio, spread_class, "spread"))
-             if value is not None and value >= threshold]
+    # Each statistic at or over its threshold, by how far over; the class of the farthest.
+    over = lambda value, threshold: value / threshold if threshold > 0 else math.inf  # noqa: E731
+    fired = []
+    if robust >= cfg.robust_ratio and robust_z >= cfg.robust_min_z:
+        fired.append((over(robust, cfg.robust_ratio), robust_class, "robust"))
+    if spread is not None and spread >= cfg.spread_ratio:
+        fired.append((over(spread, cfg.spread_ratio), spread_class, "spread"))
     _, named, reason = max(fired, key=lambda f: f[0]) if fired else (None, None, None)
     out = {
         "verdict": "poisoned" if fired else "clean",
         "reason": reason,
         "suspected_class": named,
-        "robust_crowding": None if robust is None else round(robust, 4),
+        "robust_crowding": round(robust, 4),
         "robust_crowding_class": robust_class,
         "robust_crowding_z": round(robust_z, 2),
         "robust_threshold": cfg.robust_ratio,
