@@ -163,6 +163,9 @@ def verdict_reason(v: dict, classes: list[str]) -> str:
               f"classes, the most evenly (poisoned at {v['spread_threshold']:.0%})")
     if v["verdict"] == "poisoned":
         return f"class {name(v['suspected_class'])}: " + (robust if v["reason"] == "robust" else spread)
+    if v["verdict"] == "undetermined":
+        return (f"the step-1 model agrees with {v['fit']:.1%} of the labels (over {v['max_fit']:.0%}): where a model "
+                f"fits nearly everything, one class's easiest images fill the robust end, poisoned or not; {robust}")
     return f"no class stands out: {robust}; {spread}"
 
 
@@ -170,7 +173,7 @@ def render_html(report: dict, figures: dict[str, str], with_truth: bool) -> str:
     v = report["dataset_verdict"]
     esc = html.escape
     why = esc(verdict_reason(v, report.get("classes", [])))
-    colour = "#d64541" if v["verdict"] == "poisoned" else "#2e7d32"
+    colour = {"poisoned": "#d64541", "undetermined": "#9e9e9e"}.get(v["verdict"], "#2e7d32")
 
     def img(name: str, alt: str) -> str:
         return (f'<figure><img id="{name}" alt="{esc(alt)}" src="data:image/png;base64,{figures[name]}">'

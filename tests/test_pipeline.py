@@ -172,12 +172,22 @@ def test_gate_exit_codes(runner, tmp_path):
     assert ok.exit_code == 0
     # Robust-crowding thresholds of 0 make every folder "poisoned": the gate trips (exit 1)
     # only with --fail-over, and only over the estimated poison fraction.
-    tripped = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0", "--fail-over", "0"])
+    # (--max-fit 1: judged however well the step-1 model fits this tiny folder).
+    always = ["--robust-ratio", "0", "--robust-min-z", "0", "--max-fit", "1"]
+    tripped = runner.invoke(app, [*base, *always, "--fail-over", "0"])
     v = json.loads((run / "report.json").read_text())["dataset_verdict"]
     assert v["verdict"] == "poisoned" and v["reason"] == "robust"
     assert tripped.exit_code == (1 if v["estimated_poison_fraction"] > 0 else 0)
-    no_gate = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0"])
+    no_gate = runner.invoke(app, [*base, *always])
     assert no_gate.exit_code == 0
+    # Where the step-1 model fits more of the labels than --max-fit, nothing is judged: the
+    # gate does not trip, and says why.
+    unjudged = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0", "--max-fit", "0",
+                                   "--fail-over", "0"])
+    v = json.loads((run / "report.json").read_text())["dataset_verdict"]
+    assert (v["verdict"], v["reason"], v["suspected_class"], v["estimated_poison_fraction"]) == ("undetermined", "fit",
+                                                                                                 None, 0.0)
+    assert unjudged.exit_code == 0 and "gate: not judged" in unjudged.stderr and v["fit"] > 0
 
 
 def test_sharded_scoring_merges_to_the_whole(runner, tmp_path):

@@ -35,3 +35,14 @@ def test_sanitize_writes_a_self_contained_report(runner, tmp_path):
     r = runner.invoke(app, ["report", str(run), str(data), "--ground-truth", str(gt), "--image-size", "16"])
     assert r.exit_code == 0, r.stderr
     assert 'id="kl_by_truth"' in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_verdict_says_why_it_is_undetermined():
+    from meca_cli.report import verdict_reason
+
+    v = {"verdict": "undetermined", "reason": "fit", "suspected_class": None, "fit": 1.0, "max_fit": 0.9,
+         "robust_crowding": 164.0, "robust_crowding_class": 0, "robust_crowding_z": 8.9, "robust_threshold": 3.8,
+         "error_spread": None, "error_spread_class": None, "spread_threshold": 0.89}
+    why = verdict_reason(v, ["airplane", "automobile"])
+    assert why.startswith("the step-1 model agrees with 100.0% of the labels (over 90%)")
+    assert "(airplane) is 164.00x as likely" in why  # the statistic it did not judge by, still shown

@@ -117,10 +117,28 @@ def test_benchmarks_md_gives_todays_verdict_and_its_error_rates(tmp_path):
     assert "†" not in text  # another verdict statistic is not efficacy drift
     assert "false alarms on 0 of 1 clean runs; misses on 1 of 2 poisoned runs: wanet 5 % seed 0." in text
     assert "`meca bench --protocol cifar10-small --verdict --attacks" in text
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the headline table's row of each attack: the first one
+        if line.startswith("| "):
+            rows.setdefault(line.split("|")[1].strip(), line)
     assert rows["clean"].split("|")[-3].strip() == "clean"  # the headline's verdict is today's
     assert "verdict \"clean\": 1 of 1." in text
     # Without a measurement at today's settings a run shows no verdict rather than the old one.
     (tmp_path / "verdict.json").unlink()
     text = render_all(sorted(tmp_path.glob("*.json")))
     assert "verdict \"clean\": 0 of 0." in text and "Dataset verdict (`meca bench --verdict`)" not in text
+
+
+def test_a_model_that_fits_nearly_every_label_leaves_the_verdict_undetermined():
+    s = _clean_scores()
+    poison = torch.arange(len(s["label"]))[s["label"] != 3][::19][:150]
+    s["label"][poison] = 3
+    s["kl"][poison] = 0.001 * torch.rand(len(poison))  # robust: crowds the lowest scores
+    s["pred"] = s["label"].clone()  # ...but the model agrees with every label
+    v = _verdict(s)
+    assert (v["verdict"], v["reason"], v["suspected_class"], v["fit"]) == ("undetermined", "fit", None, 1.0)
+    assert v["robust_crowding_class"] == 3 and v["robust_crowding"] > VerdictConfig().robust_ratio  # still reported
+    v = _verdict(s, suspected=s["label"] == 3)
+    assert v["estimated_poison_fraction"] == 0.0  # nothing named, nothing estimated
+    s["pred"][::5] = (s["label"][::5] + 1) % CLASSES  # agreement 80 %: judged again
+    assert _verdict(s)["verdict"] == "poisoned"

@@ -53,6 +53,7 @@ def sanitize(
     robust_ratio: Annotated[float, typer.Option(min=0, help="Dataset verdict: a class's odds among the 1 % lowest scores over its odds among the 25 % lowest that means poisoned...")] = VerdictConfig.robust_ratio,
     robust_min_z: Annotated[float, typer.Option(help="Dataset verdict: ...and how many binomial standard deviations that class's count in the 1 % must lie above chance.")] = VerdictConfig.robust_min_z,
     spread_ratio: Annotated[float, typer.Option(min=0, max=1, help="Dataset verdict: how evenly a class's training errors spread over the other classes (effective number over their number) that means poisoned.")] = VerdictConfig.spread_ratio,
+    max_fit: Annotated[float, typer.Option(min=0, max=1, help="Dataset verdict: 'undetermined' when the step-1 model agrees with more than this share of the labels (a small folder it fits whole).")] = VerdictConfig.max_fit,
     max_suspected: Annotated[float, typer.Option(min=0, max=1, help="Split: at most this fraction is suspected.")] = SplitConfig.max_suspected,
     start: Annotated[str | None, typer.Option("--from", help=f"Recompute from this step on ({STEP_HELP}).")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
@@ -72,7 +73,7 @@ def sanitize(
     A short summary goes to stderr; --format json prints the full result on stdout, --format
     csv the per-image verdicts."""
     from meca_cli import steps
-    from meca_cli.console import emit_json, emit_table, info, summary_table
+    from meca_cli.console import emit_json, emit_table, info, summary_table, warn
     from meca_cli.pipeline import sanitize as run_pipeline
 
     cfg = SanitizeConfig(
@@ -87,15 +88,17 @@ def sanitize(
                               keep_lost_class=keep_lost_class, lost_class_share=lost_class_share, lost_class_margin=lost_class_margin,
                               finetune_clean_share=finetune_clean_share, relabel_confidence=relabel_confidence,
                               drop_held=drop_held, held_confidence=held_confidence),
-        verdict=VerdictConfig(robust_ratio=robust_ratio, robust_min_z=robust_min_z, spread_ratio=spread_ratio),
+        verdict=VerdictConfig(robust_ratio=robust_ratio, robust_min_z=robust_min_z, spread_ratio=spread_ratio,
+                              max_fit=max_fit),
     ).with_seed(seed)
     common = steps.Common(device, image_size, cache_dir, force, skip_bad)
     result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)
     report = result.report
     if report:
         v = report["dataset_verdict"]
-        summary_table([("dataset verdict", v["verdict"] + (f" (class {v['suspected_class_name']})"
-                                                          if v.get("suspected_class_name") else "")),
+        detail = (f" (class {v['suspected_class_name']})" if v.get("suspected_class_name") else
+                  f" (the step-1 model fits {v['fit']:.1%} of the labels)" if v["verdict"] == "undetermined" else "")
+        summary_table([("dataset verdict", v["verdict"] + detail),
                        ("suspected", f"{report['suspected']} of {report['samples']}"),
                        ("estimated poison fraction", f"{v['estimated_poison_fraction']:.2%}"),
                        ("minutes", f"{sum(s or 0 for s in report['seconds'].values()) / 60:.1f}"),
@@ -110,6 +113,9 @@ def sanitize(
                    title=f"sanitize: stopped after {until}")
     if fail_over is not None and report:
         v = report["dataset_verdict"]
+        if v["verdict"] == "undetermined":
+            warn(f"gate: not judged: the step-1 model fits {v['fit']:.1%} of the labels (over {v['max_fit']:.0%}), "
+                 "where the verdict is not measured to work (README, \"Dataset verdict\")")
         if v["verdict"] == "poisoned" and v["estimated_poison_fraction"] > fail_over:
             info(f"gate: data set judged poisoned (estimated {v['estimated_poison_fraction']:.1%} > {fail_over:.1%})")
             raise typer.Exit(int(ExitCode.GATE_FAILED))

@@ -22,7 +22,10 @@ a class that is merely easy or hard does not show it:
   exponential of their entropy) over the number of other classes.
 
 The verdict is "poisoned" when either statistic reaches its threshold; the class named is
-the one where it does. When the split is given, the suspects in that class beyond the
+the one where it does. Both need a model that has not fitted everything: where the step-1
+model agrees with nearly every label (a small folder trained for many steps) its most robust
+images are one class's easiest, poison or not, and its errors too few to spread, so the
+verdict is "undetermined" there, whatever the statistics say. When the split is given, the suspects in that class beyond the
 other classes' median rate estimate the poison fraction (the `--fail-over` gate's number).
 """
 
@@ -92,8 +95,11 @@ def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, 
     if spread is not None and spread >= cfg.spread_ratio:
         fired.append((over(spread, cfg.spread_ratio), spread_class, "spread"))
     _, named, reason = max(fired, key=lambda f: f[0]) if fired else (None, None, None)
+    fit = float((pred == labels).float().mean())
+    if fit > cfg.max_fit:
+        named, reason = None, "fit"
     out = {
-        "verdict": "poisoned" if fired else "clean",
+        "verdict": "undetermined" if reason == "fit" else "poisoned" if fired else "clean",
         "reason": reason,
         "suspected_class": named,
         "robust_crowding": round(robust, 4),
@@ -103,6 +109,8 @@ def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, 
         "error_spread": None if spread is None else round(spread, 4),
         "error_spread_class": spread_class,
         "spread_threshold": cfg.spread_ratio,
+        "fit": round(fit, 4),  # the step-1 model's agreement with the labels
+        "max_fit": cfg.max_fit,
     }
     if suspected is not None:
         counts = torch.bincount(labels, minlength=num_classes).double().clamp_min(1)
