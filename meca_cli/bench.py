@@ -10,7 +10,7 @@ from pathlib import Path
 from meca_cli import steps
 from meca_cli.console import info
 from meca_cli.core.attacks import ATTACK_NAMES
-from meca_cli.errors import DataError
+from meca_cli.errors import ConfigError, DataError
 from meca_cli.experiment import CLEAN, Experiment, recorded_config, refresh_model_metrics, run_experiment
 from meca_cli.config import SanitizeConfig
 from meca_cli.store.artifacts import read_json, write_json
@@ -197,6 +197,55 @@ def run_bench_verdict(protocol: Protocol, data: Path, work: Path, results: Path,
             if done is not None:
                 table["runs"].remove(done)
             table["runs"].append(run)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            write_json(results, table)
+    return table
+
+
+FLOOR_VERSION = "1"
+
+
+def run_bench_floor(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str],
+                    seeds: list[int], common: steps.Common, epochs: int | None = None,
+                    per_class: int | None = None, min_steps: int | None = None) -> dict:
+    """Each attack's trigger on a model that never saw poison: the clean control's no-defence
+    model (plain training on the same seed's clean images) evaluated on the attack's
+    triggered test set. The ASR it shows is a floor no sanitising of the training data
+    removes. Uses and fills the same work folders as `run_bench`; a pair is measured again
+    when the training settings changed."""
+    from meca_cli.experiment import evaluate_checkpoint, prepare_data
+
+    root = locate_cifar10(data, work / "cifar10-src")
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
+    cfg = protocol_config(proto, SanitizeConfig())
+    table = read_json(results, {"meca_floor_version": FLOOR_VERSION, "runs": []}, "fix or remove it")
+    if "meca_floor_version" not in table:
+        raise ConfigError(f"{results}: not a trigger-floor results file", hint="pass another --results, or none")
+
+    def experiment(attack: str, seed: int) -> Experiment:
+        return Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
+                          rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed)
+
+    for seed in seeds:
+        train = {"arch": cfg.arch, **cfg.with_seed(seed).train.to_dict()}
+        todo = [a for a in attacks if a != CLEAN and not any(
+            r["protocol"] == name and r["attack"] == a and r["seed"] == seed and r.get("train") == train
+            for r in table["runs"])]
+        if not todo:
+            info(f"bench: {name} seed {seed}: trigger floors measured already")
+            continue
+        control = experiment(CLEAN, seed)
+        clean_dir, _ = prepare_data(control, common)
+        steps.train(clean_dir, control.work / "no-defence", common, cfg.with_seed(seed).train, cfg.arch,
+                    name="no-defence")
+        for attack in todo:
+            info(f"bench: {name} {attack} seed {seed}: trigger floor")
+            exp = experiment(attack, seed)
+            _, trig_dir = prepare_data(exp, common)
+            metrics = evaluate_checkpoint(control.work / "no-defence" / "model.safetensors", exp, trig_dir, common)
+            table["runs"] = [r for r in table["runs"]
+                             if (r["protocol"], r["attack"], r["seed"]) != (name, attack, seed)]
+            table["runs"].append({"protocol": name, "attack": attack, "seed": seed, "floor": metrics, "train": train})
             results.parent.mkdir(parents=True, exist_ok=True)
             write_json(results, table)
     return table

@@ -182,6 +182,104 @@ def targets_summary(runs: list[dict]) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _missed_targets(run: dict, below_plain: float | None) -> list[str]:
+    """The efficacy targets a run misses (the clean control has no ASR or recall)."""
+    asr, recall = _get(run, "meca_final_model", "asr"), _get(run, "detection", "recall")
+    fpr, clean = _get(run, "detection", "fpr"), run["attack"] == CLEAN
+    return [name for name, miss in (
+        ("ASR", asr is not None and asr > 0.01), ("recall", recall is not None and recall < 0.99),
+        ("FPR", fpr is not None and fpr > 0.10),
+        ("ACC", below_plain is not None and round(100 * below_plain, 6) > (1 if clean else 2))) if miss]
+
+
+def _most_hurt_class(plain: dict | None, final: dict) -> tuple[str, float] | None:
+    """The class whose test accuracy fell the most from plain training to MeCa's final model."""
+    if not plain or not plain.get("class_accuracy") or not final.get("class_accuracy"):
+        return None
+    loss = {c: acc - final["class_accuracy"].get(c, 0.0) for c, acc in plain["class_accuracy"].items()}
+    worst = max(loss, key=loss.get)
+    return (worst, loss[worst]) if loss[worst] > 0 else None
+
+
+def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
+    """Every run at the shipped defaults that misses a target, with the evidence of why: the
+    trigger's floor (its ASR on a never-poisoned model, `meca bench --floor`), the poison
+    the split left in training, the ASR before step 7, and the class that lost the most accuracy."""
+    plain = {r["seed"]: r.get("no_defence") for r in runs if r["attack"] == CLEAN}
+    floor_of = {(f["protocol"], f["attack"], f["seed"]): f for f in floors}
+    rows: list[str] = []
+    floor_asrs: list[float] = []
+    floor_seeds: set[int] = set()
+    untriggered: list[float] = []  # never-poisoned models: other classes' clean test images called the target
+    asr_misses = at_floor = poison_left = by_relabel = 0
+    one_class: list[float] = []  # per ACC miss: the most-hurt class's share of the gap
+    order = lambda r: (ALL_RUNS.index(r["attack"]) if r["attack"] in ALL_RUNS else 99, r["seed"])  # noqa: E731
+    for r in sorted(runs, key=order):
+        final, ref, clean = r.get("meca_final_model") or {}, plain.get(r["seed"]), r["attack"] == CLEAN
+        below = None if ref is None or "accuracy" not in final else ref["accuracy"] - final["accuracy"]
+        record = floor_of.get((r.get("protocol"), r["attack"], r["seed"]))
+        # A floor counts only when its model was trained with the run's own recipe.
+        same_recipe = record is not None and record.get("train") == {"arch": _get(r, "config", "arch"),
+                                                                     **(_get(r, "config", "train") or {})}
+        floor = record["floor"].get("asr") if same_recipe and not clean else None
+        if floor is not None:
+            floor_asrs.append(floor)
+            floor_seeds.add(r["seed"])
+            if "into_target" in record["floor"]:
+                untriggered.append(record["floor"]["into_target"])
+        missed = _missed_targets(r, below)
+        if not missed:
+            continue
+        hurt = _most_hurt_class(ref, final)
+        if "ACC" in missed and hurt is not None:
+            one_class.append(hurt[1] / len(ref["class_accuracy"]) / below)  # the test set is class-balanced
+        if "ASR" in missed:
+            asr_misses += 1
+            at_floor += floor is not None and final["asr"] <= floor + 0.01
+            poison_left += _get(r, "detection", "recall") < 0.99
+            by_relabel += (_get(r, "meca_clean_model", "asr") or 1.0) <= 0.01
+        rows.append("| " + " | ".join([
+            r["attack"], str(r["seed"]), ", ".join(missed), _points(final.get("asr")),
+            _points(_get(r, "meca_clean_model", "asr")), _points(floor),
+            "–" if clean else str(_get(r, "detection", "fn")), _points(_get(r, "detection", "recall")),
+            "–" if clean else f"{_get(r, 'detection', 'auroc'):.3f}", _points(_get(r, "detection", "fpr")),
+            _points(below), "–" if hurt is None else f"{hurt[0]} {_points(hurt[1])}"]) + " |")
+    if not rows:
+        return []
+    base, extra = _protocol_flags(runs[0].get("protocol", ""))
+    floor_command = (f"`meca bench --protocol {base}{extra} --floor --attacks all --seeds "
+                     f"{','.join(map(str, sorted(floor_seeds)))}`" if floor_seeds else "`meca bench --floor`, not measured yet")
+    out = ["#### Where the targets are missed, and why", "",
+           "Every run above that misses a target, one row each. **Trigger floor**: the same trigger's ASR on the "
+           "clean control's no-defence model of the same seed, trained on the same images without any poison "
+           f"({floor_command}): what a model that never saw poison shows, and no "
+           "sanitising of the training data removes. **Poison left**: poison samples the split kept in the clean "
+           "split. **ACC below plain**: points under the clean control's no-defence ACC of the same seed; "
+           "**most-hurt class**: the class whose test accuracy fell the most from that model to MeCa's final one, "
+           "and by how many points (the test set is class-balanced: a class's loss over the number of classes is "
+           "its share of the gap).", ""]
+    if floor_asrs:
+        out += [f"Trigger floor above the 1 % target: {sum(f > 0.01 for f in floor_asrs)} of {len(floor_asrs)} "
+                "poisoned runs." + (f" With no trigger at all, the never-poisoned models call "
+                                    f"{_points(min(untriggered))}-{_points(max(untriggered))} % of the other "
+                                    "classes' clean test images the target." if untriggered else ""), ""]
+    if asr_misses:
+        out += [f"ASR misses: {asr_misses}; within 1 point of the trigger floor: {at_floor}; with 1 % or more of "
+                f"the poison left in training (recall under 99 %): {poison_left}; at or under 1 % after step 6, "
+                f"raised by step 7 (relabel and fine-tune): {by_relabel}.", ""]
+    if one_class:
+        out += [f"ACC misses: {len(one_class)}; the most-hurt class alone accounts for "
+                f"{100 * min(one_class):.0f}-{100 * max(one_class):.0f} % of the gap "
+                f"(median {100 * sorted(one_class)[len(one_class) // 2]:.0f} %).", ""]
+    return out + ["| attack | seed | missed | final ASR | step-6 ASR | trigger floor | poison left | recall | AUROC | "
+                  "FPR | ACC below plain | most-hurt class (points) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def paper_rows() -> list[str]:
     p = PAPER
     return ["Paper (CIFAR-10, ResNet-18, 50,000 images, averages over its eight attacks): no defence "
@@ -527,7 +625,8 @@ def verdict_section(runs: list[dict]) -> list[str]:
            f"lowest KL scores over its odds among the 25 % lowest (poisoned at {today['robust_ratio']}, with its "
            f"count there {today['robust_min_z']:g} binomial standard deviations above chance). Error "
            "spread: the effective number of other classes the class's misclassified samples go to, over their "
-           f"number (poisoned at {today['spread_ratio']}). Reproduce: {'; '.join(commands)}. The verdict column of "
+           f"number (poisoned at {today['spread_ratio']}). Undetermined, whatever the two say, where the step-1 model "
+           f"agrees with more than {100 * today['max_fit']:g} % of the labels. Reproduce: {'; '.join(commands)}. The verdict column of "
            "the tables above is this measurement where it covers the run (at today's defaults), and – where "
            "no verdict was measured at today's settings.", "",
            f"**Error rates**: false alarms on {alarms} of {len(clean)} clean runs; misses on {len(misses)} of "
@@ -550,6 +649,7 @@ def render_all(result_files: list[Path]) -> str:
     perf = None
     perf_again: dict[str, dict] = {}
     verdict_runs: list[dict] = []
+    floors: list[dict] = []
     ablations = []
     for path in result_files:
         table = read_json(path)
@@ -565,6 +665,9 @@ def render_all(result_files: list[Path]) -> str:
             continue
         if "meca_verdict_version" in table:
             verdict_runs += table["runs"]
+            continue
+        if "meca_floor_version" in table:
+            floors += table["runs"]
             continue
         if "meca_defences_version" in table:
             for run in table["runs"]:
@@ -602,6 +705,7 @@ def render_all(result_files: list[Path]) -> str:
         older = [r for r in runs if config_drift(r.get("config"))]
         if current:
             out += ["### At the shipped defaults", ""] + headline_table(current) + [""] + targets_summary(current)
+            out += gaps_section(current, floors)
         if older:
             out += ["### At earlier defaults", "",
                     "Kept for comparison; each row names what differed from the shipped defaults.", ""]

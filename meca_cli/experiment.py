@@ -66,7 +66,7 @@ def prepare_data(exp: Experiment, common: steps.Common) -> tuple[Path, Path | No
     return train_dir, trig_dir
 
 
-def _evaluate(checkpoint: Path, exp: Experiment, trig_dir: Path | None, common: steps.Common) -> dict:
+def evaluate_checkpoint(checkpoint: Path, exp: Experiment, trig_dir: Path | None, common: steps.Common) -> dict:
     device = steps.device_of(common)
     model, meta = load_model(checkpoint, device)
     clean = steps.open_data(exp.test_src, common)
@@ -89,7 +89,7 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common, s
         result["no_defence"] = previous["no_defence"]
     elif exp.no_defence:
         nd = steps.train(train_dir, exp.work / "no-defence", common, cfg.train, cfg.arch, name="no-defence")
-        result["no_defence"] = {**_evaluate(exp.work / "no-defence" / "model.safetensors", exp, trig_dir, common),
+        result["no_defence"] = {**evaluate_checkpoint(exp.work / "no-defence" / "model.safetensors", exp, trig_dir, common),
                                 "seconds": nd.summary.get("seconds")}
     run = sanitize(train_dir, exp.work / "run", common, cfg, start=start)
     report = run.report
@@ -97,8 +97,8 @@ def run_experiment(exp: Experiment, cfg: SanitizeConfig, common: steps.Common, s
     result["detection"] = detection_metrics(exp.work / "run" / "verdicts.csv", train_dir / poisoning.GROUND_TRUTH)
     result["detection"]["rounds"] = round_metrics(exp.work / "run", train_dir / poisoning.GROUND_TRUTH)
     result["dataset_verdict"] = report["dataset_verdict"]
-    result["meca_clean_model"] = _evaluate(Path(report["clean_model"]), exp, trig_dir, common)
-    result["meca_final_model"] = _evaluate(Path(report["final_model"]), exp, trig_dir, common)
+    result["meca_clean_model"] = evaluate_checkpoint(Path(report["clean_model"]), exp, trig_dir, common)
+    result["meca_final_model"] = evaluate_checkpoint(Path(report["final_model"]), exp, trig_dir, common)
     result["seconds"] = {**report["seconds"], "sanitize_total": round(sum(v or 0 for v in report["seconds"].values()), 2)}
     result["wall_seconds"] = round(time.monotonic() - started, 2)
     result["config"] = recorded_config(cfg)
@@ -131,5 +131,5 @@ def refresh_model_metrics(result: dict, exp: Experiment, common: steps.Common) -
     _, trig_dir = prepare_data(exp, common)
     for key in stale:
         info(f"bench: {exp.attack} seed {exp.seed}: measuring {key} again for its target-class accuracy")
-        result[key] = {**result[key], **_evaluate(checkpoints[key], exp, trig_dir, common)}
+        result[key] = {**result[key], **evaluate_checkpoint(checkpoints[key], exp, trig_dir, common)}
     return True

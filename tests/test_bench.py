@@ -74,6 +74,23 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert truth.count(",poison") == 9  # 25 % of 36
     assert "25 % poison" in other[0]["protocol_note"]
 
+    # The trigger floor: the attack's triggered test set on the clean control's no-defence
+    # model, trained on the same images with no poison, in the same work folders.
+    floor_args = [*common[:common.index("--results")], "--floor"]
+    floors = results.with_name("cifar10-small[epochs=2,per_class=12,min_steps=0]-floor.json")
+    r = runner.invoke(app, ["bench", *floor_args, "--results", str(results)])
+    assert r.exit_code == 2 and "not a trigger-floor results file" in r.stderr
+    r = runner.invoke(app, ["bench", *floor_args])
+    assert r.exit_code == 0, r.stderr
+    (floor,) = json.loads(floors.read_text())["runs"]
+    assert (floor["protocol"], floor["attack"], floor["seed"]) == (run["protocol"], "badnet", 0)
+    assert 0 <= floor["floor"]["asr"] <= 1 and floor["train"] == {"arch": run["config"]["arch"], **run["config"]["train"]}
+    control = tmp_path / "work" / run["protocol"] / "clean-s0"
+    assert (control / "no-defence" / "model.safetensors").is_file()
+    assert ",poison" not in (control / "data" / "train" / "ground_truth.csv").read_text()
+    r = runner.invoke(app, ["bench", *floor_args])
+    assert r.exit_code == 0 and "measured already" in r.stderr
+
     md = tmp_path / "BENCHMARKS.md"
     r = runner.invoke(app, ["bench", "--markdown", str(md)])  # every JSON in benchmarks/results
     assert r.exit_code == 0, r.stderr

@@ -220,3 +220,38 @@ def test_a_sweep_missing_todays_default_for_some_seeds_fills_them_from_the_headl
     assert [r.split("|")[1].strip() for r in rows] == [str(now + 1), f"{now} * (with headline runs)"]
     # Seed 0 from the sweep (0.75), seed 1 from the headline (0.55); seed 2 was never swept.
     assert rows[1].split("|")[2].strip().startswith("65.0 ±10.0 /")
+
+
+def test_missed_targets_are_listed_with_the_trigger_floor_and_the_most_hurt_class():
+    from meca_cli.benchreport import gaps_section
+
+    config = {"arch": "smallcnn", "train": {"epochs": 20, "seed": 0}}
+    classes = {"airplane": 0.8, "automobile": 0.9}
+    control = _run("clean", 0, 0.85, 0.0)
+    control.update(config=config, no_defence={"accuracy": 0.85, "class_accuracy": classes})
+    control["meca_final_model"] = {"accuracy": 0.80, "class_accuracy": {"airplane": 0.8, "automobile": 0.8}}
+    control["detection"] = {"fpr": 0.1}
+    at_floor = _run("physicalba", 0, 0.85, 0.9)  # ASR 3 %, poison all found, the trigger alone 2.5 %
+    at_floor.update(protocol="p", config=config)
+    at_floor["meca_final_model"] = {"accuracy": 0.84, "asr": 0.03, "class_accuracy": classes}
+    at_floor["meca_clean_model"] = {"asr": 0.05}
+    at_floor["detection"] = {"recall": 1.0, "fpr": 0.05, "auroc": 0.97, "fn": 0}
+    met = _run("sig", 0, 0.85, 0.9)
+    met.update(protocol="p", config=config)
+    met["meca_final_model"] = {"accuracy": 0.84, "asr": 0.0, "class_accuracy": classes}
+    met["detection"] = {"recall": 1.0, "fpr": 0.05, "auroc": 0.9, "fn": 0}
+    floors = [{"protocol": "p", "attack": "physicalba", "seed": 0, "floor": {"asr": 0.025, "into_target": 0.012},
+               "train": {"arch": "smallcnn", "epochs": 20, "seed": 0}},
+              {"protocol": "p", "attack": "sig", "seed": 0, "floor": {"asr": 0.5},  # other training: not used
+               "train": {"arch": "smallcnn", "epochs": 10, "seed": 0}}]
+    text = "\n".join(gaps_section([control, at_floor, met], floors))
+    assert "| physicalba | 0 | ASR | 3.0 | 5.0 | 2.5 | 0 | 100.0 | 0.970 | 5.0 | 1.0 | – |" in text
+    assert "| clean | 0 | ACC | – | – | – | – | – | – | 10.0 | 5.0 | automobile 10.0 |" in text
+    assert "| sig |" not in text  # meets every target
+    assert "(`meca bench --protocol p --floor --attacks all --seeds 0`)" in text
+    assert ("Trigger floor above the 1 % target: 1 of 1 poisoned runs. With no trigger at all, the never-poisoned "
+            "models call 1.2-1.2 % of the other classes' clean test images the target.") in text
+    assert "ASR misses: 1; within 1 point of the trigger floor: 1; with 1 % or more of the poison left" in text
+    # The clean control's 5 points: automobile lost 10 of its points, 5 of the 5 (two classes, balanced).
+    assert "the most-hurt class alone accounts for 100-100 % of the gap" in text
+    assert gaps_section([met], floors) == []

@@ -38,6 +38,10 @@ def bench(
     verdict: Annotated[bool, typer.Option("--verdict", help="Measure only the dataset verdict, which reads the step-1 "
                                                             "scores: each run's steps 1-2 "
                                                             "[results: benchmarks/results/<protocol>-verdict.json].")] = False,
+    floor: Annotated[bool, typer.Option("--floor", help="Measure each attack's trigger on the clean control's "
+                                                        "no-defence model, which never saw poison: the ASR no "
+                                                        "sanitising removes "
+                                                        "[results: benchmarks/results/<protocol>-floor.json].")] = False,
     parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
     repeats: Annotated[int, typer.Option(min=1, help="--perf ratio: sanitize runs, each timed between two plain "
@@ -128,6 +132,15 @@ def bench(
         run_bench_verdict(PROTOCOLS[protocol], data, work,
                           results if explicit_results else Path("benchmarks/results") / f"{label}-verdict.json",
                           names, seed_list, steps.Common(device=device, cache_dir=cache_dir), rate=rate)
+        return
+    if floor:
+        from meca_cli.bench import protocol_label, run_bench_floor
+
+        label = protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps)[0]
+        run_bench_floor(PROTOCOLS[protocol], data, work,
+                        results if explicit_results else Path("benchmarks/results") / f"{label}-floor.json",
+                        names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
+                        epochs=epochs, per_class=per_class, min_steps=min_steps)
         return
     if ablate:
         from meca_cli.ablation import parse_sweep

@@ -44,6 +44,10 @@ def model_metrics(model, meta, clean, triggered, target: int | None, device) -> 
             # A model that never predicts the target has an ASR of 0 by construction; the
             # accuracy on the target's own clean images tells that apart from real removal.
             out["target_accuracy"] = per_class.get(clean.classes[target])
+            # The other classes' clean images called the target: what an ASR is with no trigger at all.
+            others = clean.labels != target
+            if bool(others.any()):
+                out["into_target"] = float((pred[others] == target).float().mean())
     if triggered is not None:
         if target is None:
             raise ArtifactError("the target class of the triggered folder is unknown",
