@@ -214,6 +214,7 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
     rows: list[str] = []
     floor_asrs: list[float] = []
     floor_seeds: set[int] = set()
+    floor_protocol = ""
     untriggered: list[float] = []  # never-poisoned models: other classes' clean test images called the target
     asr_misses = at_floor = poison_left = by_relabel = 0
     one_class: list[float] = []  # per ACC miss: the most-hurt class's share of the gap
@@ -229,6 +230,7 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
         if floor is not None:
             floor_asrs.append(floor)
             floor_seeds.add(r["seed"])
+            floor_protocol = record["protocol"]
             if "into_target" in record["floor"]:
                 untriggered.append(record["floor"]["into_target"])
         missed = _missed_targets(r, below)
@@ -250,7 +252,7 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
             _points(below), "–" if hurt is None else f"{hurt[0]} {_points(hurt[1])}"]) + " |")
     if not rows:
         return []
-    base, extra = _protocol_flags(runs[0].get("protocol", ""))
+    base, extra = _protocol_flags(floor_protocol)
     floor_command = (f"`meca bench --protocol {base}{extra} --floor --attacks all --seeds "
                      f"{','.join(map(str, sorted(floor_seeds)))}`" if floor_seeds else "`meca bench --floor`, not measured yet")
     out = ["#### Where the targets are missed, and why", "",
