@@ -17,7 +17,8 @@ statistic peaks and its value:
   (an earlier candidate); class easiness reaches 3.04 on clean data.
 - robust crowding and its z, error spread: the shipped statistics (meca_cli.core.verdict).
 
-It also prints how many of the run's poisons the step-1 model fitted (predicts as labelled).
+It also prints how many of the run's poisons the step-1 model fitted (predicts as labelled),
+and its agreement with all the labels (the verdict is undetermined over `max_fit`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def analyse(folder: Path) -> None:
     spread = "-" if v["error_spread"] is None else f"{v['error_spread']:.3f} ({v['error_spread_class']})"
     print(f"{folder.name:20s} fitted {sum(pred[i] == labels[i] for i in poison)}/{len(poison)} | outflow z {peak(z)} | "
           f"contradicted {peak(contradicted)} | lift 2.5 % {peak(lift)} | robust {v['robust_crowding']:.2f} "
-          f"z {v['robust_crowding_z']:.1f} ({v['robust_crowding_class']}) | spread {spread} | {v['verdict']}")
+          f"z {v['robust_crowding_z']:.1f} ({v['robust_crowding_class']}) | spread {spread} | fit {v['fit']:.3f} | "
+          f"{v['verdict']}")
 
 
 if __name__ == "__main__":
