@@ -207,7 +207,7 @@ FLOOR_VERSION = "1"
 
 def run_bench_floor(protocol: Protocol, data: Path, work: Path, results: Path, attacks: list[str],
                     seeds: list[int], common: steps.Common, epochs: int | None = None,
-                    per_class: int | None = None, min_steps: int | None = None) -> dict:
+                    per_class: int | None = None, min_steps: int | None = None, rate: float | None = None) -> dict:
     """Each attack's trigger on a model that never saw poison: the clean control's no-defence
     model (plain training on the same seed's clean images) evaluated on the attack's
     triggered test set. The ASR it shows is a floor no sanitising of the training data
@@ -216,15 +216,18 @@ def run_bench_floor(protocol: Protocol, data: Path, work: Path, results: Path, a
     from meca_cli.experiment import evaluate_checkpoint, prepare_data
 
     root = locate_cifar10(data, work / "cifar10-src")
-    name, proto = protocol_label(protocol, epochs, per_class, min_steps)
+    name, proto = protocol_label(protocol, epochs, per_class, min_steps, rate)
+    # The clean control holds no poison, so every rate shares the protocol's own.
+    control_name, _ = protocol_label(protocol, epochs, per_class, min_steps)
     cfg = protocol_config(proto, SanitizeConfig())
     table = read_json(results, {"meca_floor_version": FLOOR_VERSION, "runs": []}, "fix or remove it")
     if "meca_floor_version" not in table:
         raise ConfigError(f"{results}: not a trigger-floor results file", hint="pass another --results, or none")
 
     def experiment(attack: str, seed: int) -> Experiment:
-        return Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
-                          rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed)
+        folder = work / (control_name if attack == CLEAN else name) / f"{attack}-s{seed}"
+        return Experiment(root / "train", root / "test", folder, attack=attack, rate=proto.rate, target=proto.target,
+                          per_class=proto.per_class, seed=seed)
 
     for seed in seeds:
         train = {"arch": cfg.arch, **cfg.with_seed(seed).train.to_dict()}

@@ -205,16 +205,17 @@ def _most_hurt_class(plain: dict | None, final: dict) -> tuple[str, float] | Non
     return (worst, loss[worst]) if loss[worst] > 0 else None
 
 
-def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
+def gaps_section(runs: list[dict], floors: list[dict], controls: list[dict] | None = None,
+                 by_rate: bool = False) -> list[str]:
     """Every run at the shipped defaults that misses a target, with the evidence of why: the
     trigger's floor (its ASR on a never-poisoned model, `meca bench --floor`), the poison
-    the split left in training, the ASR before step 7, and the class that lost the most accuracy."""
-    plain = {r["seed"]: r.get("no_defence") for r in runs if r["attack"] == CLEAN}
+    the split left in training, the ASR before step 7, and the class that lost the most accuracy.
+    Plain training is the clean control of the same seed: among `runs`, or from `controls`."""
+    plain = {r["seed"]: r.get("no_defence") for r in (runs if controls is None else controls) if r["attack"] == CLEAN}
     floor_of = {(f["protocol"], f["attack"], f["seed"]): f for f in floors}
     rows: list[str] = []
     floor_asrs: list[float] = []
-    floor_seeds: set[int] = set()
-    floor_protocol = ""
+    floor_runs: dict[str, list[dict]] = {}  # protocol -> the runs whose floor is shown
     untriggered: list[float] = []  # never-poisoned models: other classes' clean test images called the target
     asr_misses = at_floor = poison_left = by_relabel = 0
     one_class: list[float] = []  # per ACC miss: the most-hurt class's share of the gap
@@ -229,8 +230,7 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
         floor = record["floor"].get("asr") if same_recipe and not clean else None
         if floor is not None:
             floor_asrs.append(floor)
-            floor_seeds.add(r["seed"])
-            floor_protocol = record["protocol"]
+            floor_runs.setdefault(record["protocol"], []).append(r)
             if "into_target" in record["floor"]:
                 untriggered.append(record["floor"]["into_target"])
         missed = _missed_targets(r, below)
@@ -245,17 +245,25 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
             poison_left += _get(r, "detection", "recall") < 0.99
             by_relabel += (_get(r, "meca_clean_model", "asr") or 1.0) <= 0.01
         rows.append("| " + " | ".join([
-            r["attack"], str(r["seed"]), ", ".join(missed), _points(final.get("asr")),
+            r["attack"] + (f" {100 * r['rate']:g} %" if by_rate else ""), str(r["seed"]), ", ".join(missed), _points(final.get("asr")),
             _points(_get(r, "meca_clean_model", "asr")), _points(floor),
             "–" if clean else str(_get(r, "detection", "fn")), _points(_get(r, "detection", "recall")),
             "–" if clean else f"{_get(r, 'detection', 'auroc'):.3f}", _points(_get(r, "detection", "fpr")),
             _points(below), "–" if hurt is None else f"{hurt[0]} {_points(hurt[1])}"]) + " |")
     if not rows:
         return []
-    base, extra = _protocol_flags(floor_protocol)
-    floor_command = (f"`meca bench --protocol {base}{extra} --floor --attacks all --seeds "
-                     f"{','.join(map(str, sorted(floor_seeds)))}`" if floor_seeds else "`meca bench --floor`, not measured yet")
+    commands = []
+    for protocol, measured in sorted(floor_runs.items()):
+        base, extra = _protocol_flags(_without_rate(protocol))
+        rate = f" --rate {_label_rate(protocol):g}" if "rate=" in protocol else ""
+        attacks = [a for a in ALL_RUNS if any(r["attack"] == a for r in measured)]
+        commands.append(f"`meca bench --protocol {base}{extra}{rate} --floor --attacks {','.join(attacks)} "
+                        f"--seeds {_seed_list(measured)}`")
+    floor_command = "; ".join(commands) or "`meca bench --floor`, not measured yet"
     out = ["#### Where the targets are missed, and why", "",
+           f"Every run above at the shipped defaults that misses a target, one row each; the columns are those of the "
+           f"protocol's own table (trigger floors: {floor_command}).", ""] if by_rate else [
+           "#### Where the targets are missed, and why", "",
            "Every run above that misses a target, one row each. **Trigger floor**: the same trigger's ASR on the "
            "clean control's no-defence model of the same seed, trained on the same images without any poison "
            f"({floor_command}): what a model that never saw poison shows, and no "
@@ -267,8 +275,9 @@ def gaps_section(runs: list[dict], floors: list[dict]) -> list[str]:
     if floor_asrs:
         out += [f"Trigger floor above the 1 % target: {sum(f > 0.01 for f in floor_asrs)} of {len(floor_asrs)} "
                 "poisoned runs." + (f" With no trigger at all, the never-poisoned models call "
-                                    f"{_points(min(untriggered))}-{_points(max(untriggered))} % of the other "
-                                    "classes' clean test images the target." if untriggered else ""), ""]
+                                    f"{'-'.join(dict.fromkeys(_points(v) for v in (min(untriggered), max(untriggered))))}"
+                                    " % of the other classes' clean test images the target." if untriggered else ""),
+                ""]
     if asr_misses:
         out += [f"ASR misses: {asr_misses}; within 1 point of the trigger floor: {at_floor}; with 1 % or more of "
                 f"the poison left in training (recall under 99 %): {poison_left}; at or under 1 % after step 6, "
@@ -377,9 +386,10 @@ def _label_rate(name: str) -> float:
     return float(name[name.index("rate=") + 5:].split(",")[0].rstrip("]"))
 
 
-def rate_section(name: str, runs: list[dict]) -> list[str]:
+def rate_section(name: str, runs: list[dict], floors: list[dict] = (), controls: list[dict] = ()) -> list[str]:
     """The protocol's attacks at other poison rates, one row per attack and rate (the clean
-    control, if run there, under the rate it was run with)."""
+    control, if run there, under the rate it was run with), and the runs at the shipped
+    defaults that miss a target (plain training: the protocol's clean `controls`)."""
     base, extra = _protocol_flags(name)
     runs = [{**r, "rate": _label_rate(r["protocol"])} for r in runs]
     rates = sorted({r["rate"] for r in runs})
@@ -391,7 +401,9 @@ def rate_section(name: str, runs: list[dict]) -> list[str]:
         attacks = sorted({r["attack"] for r in rs}, key=lambda a: ALL_RUNS.index(a) if a in ALL_RUNS else 99)
         out.append(f"Reproduce {100 * rate:g} %: `meca bench --protocol {base}{extra} --rate {rate:g} "
                    f"--attacks {','.join(attacks)} --seeds {_seed_list(rs)}`")
-    return out + [""] + headline_table(runs, by_rate=True) + [""] + drift_notes(runs)
+    out += [""] + headline_table(runs, by_rate=True) + [""] + drift_notes(runs)
+    current = sorted((r for r in runs if not config_drift(r.get("config"))), key=lambda r: r["rate"])
+    return out + gaps_section(current, list(floors), controls=list(controls), by_rate=True)
 
 
 def rounds_section(runs: list[dict]) -> list[str]:
@@ -734,7 +746,8 @@ def render_all(result_files: list[Path]) -> str:
                     f"--seeds {','.join(map(str, peer_seeds))}{extra} --defences {','.join(peer_names)}`", ""]
             out += defences_table(runs, peers_by_protocol[name]) + [""]
         if rate_sweeps.get(name):
-            out += rate_section(name, [r for other in rate_sweeps[name] for r in by_protocol[other]])
+            out += rate_section(name, [r for other in rate_sweeps[name] for r in by_protocol[other]], floors,
+                                [r for r in current if r["attack"] == CLEAN])
     for name, others in rate_sweeps.items():
         if name not in by_protocol:  # only other-rate runs of this protocol so far
             out += [f"## {name}", ""] + rate_section(name, [r for other in others for r in by_protocol[other]])

@@ -90,6 +90,12 @@ def test_bench_then_every_peer_defence_then_markdown(runner, tmp_path, monkeypat
     assert ",poison" not in (control / "data" / "train" / "ground_truth.csv").read_text()
     r = runner.invoke(app, ["bench", *floor_args])
     assert r.exit_code == 0 and "measured already" in r.stderr
+    # Another rate's floor: its own triggered test set, the protocol's one clean control.
+    r = runner.invoke(app, ["bench", *floor_args, "--rate", "0.25"])
+    assert r.exit_code == 0, r.stderr
+    (rate_floor,) = json.loads(floors.with_name(f"{other[0]['protocol']}-floor.json").read_text())["runs"]
+    assert rate_floor["protocol"] == other[0]["protocol"] and 0 <= rate_floor["floor"]["asr"] <= 1
+    assert not (tmp_path / "work" / other[0]["protocol"] / "clean-s0").exists()
 
     md = tmp_path / "BENCHMARKS.md"
     r = runner.invoke(app, ["bench", "--markdown", str(md)])  # every JSON in benchmarks/results

@@ -248,10 +248,14 @@ def test_missed_targets_are_listed_with_the_trigger_floor_and_the_most_hurt_clas
     assert "| physicalba | 0 | ASR | 3.0 | 5.0 | 2.5 | 0 | 100.0 | 0.970 | 5.0 | 1.0 | – |" in text
     assert "| clean | 0 | ACC | – | – | – | – | – | – | 10.0 | 5.0 | automobile 10.0 |" in text
     assert "| sig |" not in text  # meets every target
-    assert "(`meca bench --protocol p --floor --attacks all --seeds 0`)" in text
+    assert "(`meca bench --protocol p --floor --attacks physicalba --seeds 0`)" in text
     assert ("Trigger floor above the 1 % target: 1 of 1 poisoned runs. With no trigger at all, the never-poisoned "
-            "models call 1.2-1.2 % of the other classes' clean test images the target.") in text
+            "models call 1.2 % of the other classes' clean test images the target.") in text
     assert "ASR misses: 1; within 1 point of the trigger floor: 1; with 1 % or more of the poison left" in text
     # The clean control's 5 points: automobile lost 10 of its points, 5 of the 5 (two classes, balanced).
     assert "the most-hurt class alone accounts for 100-100 % of the gap" in text
     assert gaps_section([met], floors) == []
+    # Another rate's runs take plain training from the protocol's clean control.
+    at_floor["rate"] = 0.05
+    text = "\n".join(gaps_section([at_floor], floors, controls=[control], by_rate=True))
+    assert "| physicalba 5 % | 0 | ASR | 3.0 |" in text and "columns are those of the protocol's own table" in text

@@ -136,11 +136,11 @@ def bench(
     if floor:
         from meca_cli.bench import protocol_label, run_bench_floor
 
-        label = protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps)[0]
+        label = protocol_label(PROTOCOLS[protocol], epochs, per_class, min_steps, rate)[0]
         run_bench_floor(PROTOCOLS[protocol], data, work,
                         results if explicit_results else Path("benchmarks/results") / f"{label}-floor.json",
                         names, seed_list, steps.Common(device=device, cache_dir=cache_dir),
-                        epochs=epochs, per_class=per_class, min_steps=min_steps)
+                        epochs=epochs, per_class=per_class, min_steps=min_steps, rate=rate)
         return
     if ablate:
         from meca_cli.ablation import parse_sweep
