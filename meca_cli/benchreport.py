@@ -330,8 +330,9 @@ def perf_section(perf: dict, again: dict[str, dict] | None = None) -> list[str]:
         runs = ", ".join(f"{x:.2f}" for x in sorted(p["ratio"] for p in r.get("pairs", [r])))
         trains = ", ".join(f"{t:.0f}" for t in r.get("train_runs_seconds", [r["train_seconds"]]))
         steps = ", ".join(f"{k} {v:.0f}" for k, v in r["step_seconds"].items())
+        code = f", code at {r['code']}" if r.get("code") else ""
         out += [f"**Measured again** on another {m.get('cpu_count', '?')}-core host (reproduce: `meca bench --perf "
-                f"--parts ratio --results benchmarks/results/{name}`): `meca train` {r['train_seconds'] / 60:.1f} min, "
+                f"--parts ratio --results benchmarks/results/{name}`{code}): `meca train` {r['train_seconds'] / 60:.1f} min, "
                 f"`meca sanitize` {r['sanitize_seconds'] / 60:.1f} min: ratio **{r['ratio']:.2f}** (runs {runs}; "
                 f"the trains took {trains} s; seconds per step: {steps}).", ""]
     for flags, r in perf.get("ratio_with", {}).items():

@@ -231,6 +231,20 @@ def sanitize_flags(options: list[str]) -> list[str]:
     return flags
 
 
+def code_version() -> str | None:
+    """The git commit of meca's source tree (with "+changes" when it differs from it), so a
+    timing names the code it timed; None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "meca_cli"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if changed else "")
+
+
 def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, sizes: tuple[int, ...],
              growth_epochs: int, ratio_per_class: int, ratio_epochs: int | None, parts: set[str],
              ratio_repeats: int = 3, sanitize_options: list[str] = ()) -> dict:
@@ -267,7 +281,7 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
         env_min = os.environ.pop("MECA_MIN_STEPS")  # the shipped defaults include the step floor
         try:
             data = folder(ratio_per_class)
-            ratios[variant or "ratio"] = {"samples": count_images(data),
+            ratios[variant or "ratio"] = {"samples": count_images(data), "code": code_version(),
                                           **sanitize_vs_train(data, work / "ratio", ratio_epochs, [], ratio_repeats,
                                                               list(sanitize_options))}
         finally:

@@ -74,6 +74,29 @@ def open_data(data: Path, common: Common, min_classes: int = 2) -> ImageSet:
     return _loaded[key]
 
 
+# The predictions kept: at most this many logits (float32, 256 MiB), so that holding them from
+# the split to relabel never outweighs the pass it saves on a very large folder.
+PREDICTIONS_KEPT = 2**26
+_predicted: dict[tuple, torch.Tensor] = {}
+
+
+def predictions(checkpoint: Path, dataset: ImageSet, device: torch.device) -> torch.Tensor:
+    """A saved model's logits on every sample of the folder, memoised (the last one) like
+    open_data: the enhanced model's agreement, the split and the held-suspect guard of one
+    `sanitize` read the same model over the same data, and pass over it once."""
+    from meca_cli.core.train import predict_logits
+
+    key = (sha256_file(Path(checkpoint)), dataset.scan.fingerprint, dataset.image_size)
+    if key not in _predicted:
+        net, _ = load_checkpoint(checkpoint, dataset, device)
+        logits = predict_logits(net, dataset.images, device)
+        _predicted.clear()
+        if logits.numel() <= PREDICTIONS_KEPT:
+            _predicted[key] = logits
+        return logits
+    return _predicted[key]
+
+
 def file_input(path: Path | str | None) -> str:
     if path is None:
         return "none"
@@ -416,10 +439,18 @@ def enhance(data: Path, model: Path, clean_seed: Path, out: Path, common: Common
                                                           if r.agreement is None else f"agreement {r.agreement:.3f}")),
                                on_rescore=keep_round)
         if dist.is_primary():
-            write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
-                      ((r.round, r.rho, r.clean_set, "" if r.agreement is None else r.agreement) for r in logs))
             save_model(Path(out) / "model.safetensors", net,
                        ModelMeta(meta.arch, dataset.classes, dataset.image_size, step="enhance", config=cfg.to_dict()))
+        dist.barrier()
+        # The last round's agreement, from the saved model as the split will read it (and will
+        # reuse: steps.predictions).
+        pred = predictions(Path(out) / "model.safetensors", dataset, device).argmax(1)
+        logs[-1].agreement = float((pred == dataset.labels).float().mean())
+        info(f"enhance: round {logs[-1].round}/{cfg.rounds}: unlearned {logs[-1].clean_set}, "
+             f"agreement {logs[-1].agreement:.3f}")
+        if dist.is_primary():
+            write_csv(Path(out) / "rounds.csv", ("round", "rho", "clean_set", "agreement"),
+                      ((r.round, r.rho, r.clean_set, "" if r.agreement is None else r.agreement) for r in logs))
             state.unlink(missing_ok=True)
         kept = [name for t in range(2, cfg.rounds + 1) for name in round_files(t)]
         if dist.is_primary():
@@ -438,7 +469,6 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
     """Predict every sample with the enhanced model; agreement with the label = suspected."""
     from meca_cli.console import warn
     from meca_cli.core.partition import meets_split_rule, mostly_suspected_classes, split_by_agreement
-    from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
     check_same_folder(dataset, scores)
@@ -447,8 +477,7 @@ def split(data: Path, model: Path, out: Path, common: Common, cfg: SplitConfig =
     device = device_of(common)
 
     def work():
-        net, _ = load_checkpoint(model, dataset, device)
-        probs = predict_logits(net, dataset.images, device).softmax(1)
+        probs = predictions(Path(model), dataset, device).softmax(1)
         pred = probs.argmax(1)
         conf = probs.gather(1, dataset.labels.view(-1, 1)).squeeze(1)
         suspected = split_by_agreement(probs, dataset.labels, cfg.max_suspected, cfg.rule, cfg.min_confidence)
@@ -492,7 +521,6 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
     under their given label are left out instead (core.relabel.held_suspects)."""
     from meca_cli.core.relabel import DROPPED, finetune_pool, held_suspects
     from meca_cli.core.relabel import relabel as relabel_labels
-    from meca_cli.core.train import predict_logits
 
     dataset = open_data(data, common)
     check_same_folder(dataset, suspected)
@@ -514,8 +542,7 @@ def relabel(data: Path, clean_model: Path, suspected: Path, out: Path, common: C
         doubt = new == DROPPED
         held = torch.zeros(len(dataset), dtype=torch.bool)
         if drop and len(sus):
-            enhanced, _ = load_checkpoint(enhanced_model, dataset, device)
-            probs = predict_logits(enhanced, dataset.images, device).softmax(1)
+            probs = predictions(Path(enhanced_model), dataset, device).softmax(1)
             held = held_suspects(new, dataset.labels, sus, probs, cfg.held_confidence)
             new[held] = DROPPED
         write_csv(Path(out) / "relabeled.csv", RELABEL_COLUMNS,

@@ -81,6 +81,7 @@ def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_
     table = perf.run_perf(tmp_path, tmp_path / "work", results, steps.Common(device="cpu"), (10,), 1, 10, None,
                           {"ratio"}, ratio_repeats=1, sanitize_options=flags)
     assert "ratio" not in table and table["ratio_with"]["--rescore-every 2"]["ratio"] == 2.0
+    assert table["ratio_with"]["--rescore-every 2"]["code"] == perf.code_version()  # the code it timed
     sanitize, = [c for c in calls if "sanitize" in c]
     assert sanitize[-2:] == ["--rescore-every", "2"] and all("--rescore-every" not in c for c in calls if c is not sanitize)
     text = "\n".join(perf_section(table))
@@ -102,8 +103,10 @@ def test_a_ratio_measured_again_into_another_file_is_rendered_beside_perf_json(t
                           "train_runs_seconds": [99.0, 101.0]}}
 
     (tmp_path / "perf.json").write_text(json.dumps(ratio_table(1.9, [1.8, 1.9, 2.0])))
-    (tmp_path / "perf-again.json").write_text(json.dumps(ratio_table(2.01, [1.87, 2.01, 2.02])))
+    again = ratio_table(2.01, [1.87, 2.01, 2.02])
+    again["ratio"]["code"] = "abc1234"
+    (tmp_path / "perf-again.json").write_text(json.dumps(again))
     text = render_all(sorted(tmp_path.glob("*.json")))
     main, again = text.index("ratio **1.90**"), text.index("ratio **2.01**")
     assert main < again  # perf.json stays the section's own figure, whichever file sorts first
-    assert "--results benchmarks/results/perf-again.json" in text and "runs 1.87, 2.01, 2.02" in text
+    assert "--results benchmarks/results/perf-again.json`, code at abc1234)" in text and "runs 1.87, 2.01, 2.02" in text

@@ -101,6 +101,35 @@ def test_until_and_from(runner, tmp_path):
     assert [s["skipped"] for s in json.loads(redo.stdout)["steps"]] == [False]
 
 
+def test_the_split_and_relabel_reuse_the_enhanced_models_predictions_unchanged(runner, tmp_path):
+    from meca_cli import steps
+    from meca_cli.store.artifacts import read_csv, sha256_file
+
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12, poison=4)
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["sanitize", str(data), "--out", str(run), *FAST]).exit_code == 0
+    enhanced = run / "enhance" / "model.safetensors"
+    (kept,) = steps._predicted  # the enhanced model's logits, kept from the enhance step to relabel
+    assert kept[0] == sha256_file(enhanced)
+    # The same steps in a process that never ran the enhancement: each passes over the data itself.
+    steps._predicted.clear()
+    r = runner.invoke(app, ["split", str(data), "-m", str(enhanced), "--scores", str(run / "score" / "scores.csv"),
+                            "--out", str(tmp_path / "split"), "--image-size", "16"])
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "split" / "split.csv").read_bytes() == (run / "split" / "split.csv").read_bytes()
+    steps._predicted.clear()
+    r = runner.invoke(app, ["relabel", str(data), "-m", str(run / "train-clean" / "model.safetensors"),
+                            "--suspected", str(run / "split" / "suspected.idx"), "--enhanced-model", str(enhanced),
+                            "--out", str(tmp_path / "relabel"), "--finetune-epochs", "1", "--image-size", "16",
+                            "--batch-size", "16"])
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "relabel" / "relabeled.csv").read_bytes() == (run / "relabel" / "relabeled.csv").read_bytes()
+    rounds = read_csv(run / "enhance" / "rounds.csv", ("round", "agreement"))
+    split = json.loads((run / "split" / "manifest.json").read_text())["summary"]
+    assert float(rounds[-1]["agreement"]) == pytest.approx(split["agreement"])  # one pass, on the saved model
+
+
 def test_the_poisoned_model_trains_at_least_its_own_step_floor(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=12)  # 36 images, batch 16: 3 steps an epoch
@@ -306,6 +335,7 @@ def test_relabel_leaves_out_the_suspects_the_enhanced_model_holds(runner, tmp_pa
     assert summary["dropped"] == 0 and summary["finetune"]["samples"] == 24
     # At the median confidence of those suspects, the held ones (core.relabel) are left out.
     from meca_cli import steps
+    from meca_cli.store.artifacts import read_csv, sha256_file
     from meca_cli.core.relabel import held_suspects
     from meca_cli.core.train import predict_logits
     from meca_cli.store.checkpoint import load_model
@@ -349,6 +379,7 @@ def test_relabel_leaves_out_the_suspects_it_would_relabel_unsure(runner, tmp_pat
     assert changed and summary["changed"] == len(changed) and summary["dropped"] == 0
     # At confidence 1, the changes the clean model makes at p under 1 are left out; the rest is as before.
     from meca_cli import steps
+    from meca_cli.store.artifacts import read_csv, sha256_file
     from meca_cli.core.train import predict_logits
     from meca_cli.store.checkpoint import load_model
 

@@ -18,7 +18,7 @@ from meca_cli.config import EnhanceConfig, ScoreConfig, TrainConfig
 from meca_cli.core import dist
 from meca_cli.core.partition import rho_schedule, top_fraction
 from meca_cli.core.scoring import Scores, kl_scores
-from meca_cli.core.train import fit, predict_logits
+from meca_cli.core.train import fit
 
 
 def round_files(round_no: int) -> tuple[str, str]:
@@ -60,7 +60,9 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
     """Run the rounds; round 1 unlearns the partition's seed clean set, later rounds re-score
     with the current model (every `cfg.rescore_every`-th round; the others reuse the last
     scores) and take the top rho_t (`on_rescore(round, scores, clean_set)` sees both; a
-    round's agreement is None when no re-scoring measured it). Progress is saved after every round."""
+    round's agreement is None when no re-scoring measured it, and the last round's always:
+    the caller measures the model it keeps, whose predictions the split reads too; `on_round`
+    sees every other round). Progress is saved after every round."""
     from meca_cli.store.checkpoint import load_tensors, save_tensors
     from meca_cli.errors import ArtifactError
 
@@ -103,12 +105,7 @@ def enhance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed_c
                 if on_round is not None:
                     on_round(logs[-1])
         model = enhance_round(model, images, labels, clean_set, cfg, device, t)
-        last = t == cfg.rounds - 1
-        log = RoundLog(round=t + 1, rho=round(rhos[t], 6), clean_set=len(clean_set),
-                       agreement=agreement_of(predict_logits(model, images, device).argmax(1)) if last else None)
-        logs.append(log)
-        if last and on_round is not None:
-            on_round(log)
+        logs.append(RoundLog(round=t + 1, rho=round(rhos[t], 6), clean_set=len(clean_set), agreement=None))
         if state_path is not None and dist.is_primary():
             save_tensors(state_path, {**model.state_dict(), **_scores_tensors(scores)},
                          {"tag": state_tag, "rounds": json.dumps([r.to_dict() for r in logs])})
