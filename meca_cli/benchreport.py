@@ -243,7 +243,8 @@ def gaps_section(runs: list[dict], floors: list[dict], controls: list[dict] | No
             asr_misses += 1
             at_floor += floor is not None and final["asr"] <= floor + 0.01
             poison_left += _get(r, "detection", "recall") < 0.99
-            by_relabel += (_get(r, "meca_clean_model", "asr") or 1.0) <= 0.01
+            before_step7 = _get(r, "meca_clean_model", "asr")
+            by_relabel += before_step7 is not None and before_step7 <= 0.01
         rows.append("| " + " | ".join([
             r["attack"] + (f" {100 * r['rate']:g} %" if by_rate else ""), str(r["seed"]), ", ".join(missed), _points(final.get("asr")),
             _points(_get(r, "meca_clean_model", "asr")), _points(floor),

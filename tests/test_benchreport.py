@@ -244,14 +244,21 @@ def test_missed_targets_are_listed_with_the_trigger_floor_and_the_most_hurt_clas
                "train": {"arch": "smallcnn", "epochs": 20, "seed": 0}},
               {"protocol": "p", "attack": "sig", "seed": 0, "floor": {"asr": 0.5},  # other training: not used
                "train": {"arch": "smallcnn", "epochs": 10, "seed": 0}}]
-    text = "\n".join(gaps_section([control, at_floor, met], floors))
+    relabelled = _run("blend", 0, 0.85, 0.9)  # no ASR left after step 6 (0.0), 20 % after step 7
+    relabelled.update(protocol="p", config=config)
+    relabelled["meca_final_model"] = {"accuracy": 0.84, "asr": 0.2, "class_accuracy": classes}
+    relabelled["meca_clean_model"] = {"asr": 0.0}
+    relabelled["detection"] = {"recall": 1.0, "fpr": 0.05, "auroc": 0.9, "fn": 0}
+    text = "\n".join(gaps_section([control, at_floor, met, relabelled], floors))
     assert "| physicalba | 0 | ASR | 3.0 | 5.0 | 2.5 | 0 | 100.0 | 0.970 | 5.0 | 1.0 | – |" in text
     assert "| clean | 0 | ACC | – | – | – | – | – | – | 10.0 | 5.0 | automobile 10.0 |" in text
     assert "| sig |" not in text  # meets every target
     assert "(`meca bench --protocol p --floor --attacks physicalba --seeds 0`)" in text
     assert ("Trigger floor above the 1 % target: 1 of 1 poisoned runs. With no trigger at all, the never-poisoned "
             "models call 1.2 % of the other classes' clean test images the target.") in text
-    assert "ASR misses: 1; within 1 point of the trigger floor: 1; with 1 % or more of the poison left" in text
+    assert ("ASR misses: 2; within 1 point of the trigger floor: 1; with 1 % or more of the poison left in training "
+            "(recall under 99 %): 0; at or under 1 % after step 6, raised by step 7 (relabel and fine-tune): 1.") in text
+    assert "| blend | 0 | ASR | 20.0 | 0.0 | – | 0 |" in text  # no floor measured for it
     # The clean control's 5 points: automobile lost 10 of its points, 5 of the 5 (two classes, balanced).
     assert "the most-hurt class alone accounts for 100-100 % of the gap" in text
     assert gaps_section([met], floors) == []
