@@ -83,7 +83,8 @@ _predicted: dict[tuple, torch.Tensor] = {}
 def predictions(checkpoint: Path, dataset: ImageSet, device: torch.device) -> torch.Tensor:
     """A saved model's logits on every sample of the folder, memoised (the last one) like
     open_data: the enhanced model's agreement, the split and the held-suspect guard of one
-    `sanitize` read the same model over the same data, and pass over it once."""
+    `sanitize` read the same model over the same data, and pass over it once. Callers share
+    the tensor returned: they derive from it, never write into it."""
     from meca_cli.core.train import predict_logits
 
     key = (sha256_file(Path(checkpoint)), dataset.scan.fingerprint, dataset.image_size)
