@@ -24,9 +24,10 @@ a class that is merely easy or hard does not show it:
 The verdict is "poisoned" when either statistic reaches its threshold; the class named is
 the one where it does. Both need a model that has not fitted everything: where the step-1
 model agrees with nearly every label (a small folder trained for many steps) its most robust
-images are one class's easiest, poison or not, and its errors too few to spread, so the
-verdict is "undetermined" there, whatever the statistics say. When the split is given, the suspects in that class beyond the
-other classes' median rate estimate the poison fraction (the `--fail-over` gate's number).
+images are one class's easiest, poison or not, and its errors are too few to spread, so the
+verdict is "undetermined" there, whatever the statistics say. When the split is given, the
+suspects in the named class beyond the other classes' median rate estimate the poison
+fraction (the `--fail-over` gate's number).
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def dataset_verdict(labels: torch.Tensor, kl: torch.Tensor, pred: torch.Tensor, 
     if spread is not None and spread >= cfg.spread_ratio:
         fired.append((over(spread, cfg.spread_ratio), spread_class, "spread"))
     _, named, reason = max(fired, key=lambda f: f[0]) if fired else (None, None, None)
+    verdict = "poisoned" if fired else "clean"
     fit = float((pred == labels).float().mean())
-    if fit > cfg.max_fit:
-        named, reason = None, "fit"
+    if fit > cfg.max_fit:  # nothing to read from a model that fits everything (module doc)
+        verdict, named, reason = "undetermined", None, "fit"
     out = {
-        "verdict": "undetermined" if reason == "fit" else "poisoned" if fired else "clean",
+        "verdict": verdict,
         "reason": reason,
         "suspected_class": named,
         "robust_crowding": round(robust, 4),
