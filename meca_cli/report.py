@@ -152,6 +152,15 @@ def build_report(run: Path, data: Path, common, ground_truth: Path | None = None
     return html_path
 
 
+def verdict_summary(v: dict) -> str:
+    """The dataset verdict in a few words, for the commands' summary tables."""
+    if v.get("suspected_class_name"):
+        return f"{v['verdict']} (class {v['suspected_class_name']})"
+    if v["verdict"] == "undetermined":
+        return f"undetermined (the step-1 model fits {v['fit']:.1%} of the labels)"
+    return v["verdict"]
+
+
 def verdict_reason(v: dict, classes: list[str]) -> str:
     """The dataset verdict's reason in one sentence (core.verdict defines the statistics)."""
     name = lambda c: classes[c] if c is not None and 0 <= c < len(classes) else str(c)  # noqa: E731

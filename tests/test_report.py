@@ -46,3 +46,7 @@ def test_the_verdict_says_why_it_is_undetermined():
     why = verdict_reason(v, ["airplane", "automobile"])
     assert why.startswith("the step-1 model agrees with 100.0% of the labels (over 90%)")
     assert "(airplane) is 164.00x as likely" in why  # the statistic it did not judge by, still shown
+    from meca_cli.report import verdict_summary
+
+    assert verdict_summary(v) == "undetermined (the step-1 model fits 100.0% of the labels)"
+    assert verdict_summary({**v, "verdict": "poisoned", "suspected_class_name": "digit1"}) == "poisoned (class digit1)"

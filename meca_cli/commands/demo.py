@@ -35,6 +35,7 @@ def demo(
     from meca_cli.console import emit_json, emit_table, info
     from meca_cli.errors import DataError
     from meca_cli.experiment import Experiment, run_experiment
+    from meca_cli.report import verdict_summary
     from meca_cli.config import SanitizeConfig
 
     if data is None:
@@ -62,7 +63,7 @@ def demo(
         ("detection precision", pct(det["precision"])),
         ("false-positive rate", pct(det["fpr"])),
         ("AUROC of the KL score", f"{det['auroc']:.3f}"),
-        ("dataset verdict", result["dataset_verdict"]["verdict"]),
+        ("dataset verdict", verdict_summary(result["dataset_verdict"])),
         ("no defence: accuracy / ASR", f"{pct(nd.get('accuracy'))} / {pct(nd.get('asr'))}" if nd
          else "not run (add --baseline)"),
         ("MeCa clean model: accuracy / ASR", f"{pct(clean_m.get('accuracy'))} / {pct(clean_m.get('asr'))}"),

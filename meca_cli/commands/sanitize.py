@@ -75,6 +75,7 @@ def sanitize(
     from meca_cli import steps
     from meca_cli.console import emit_json, emit_table, info, summary_table, warn
     from meca_cli.pipeline import sanitize as run_pipeline
+    from meca_cli.report import verdict_summary
 
     cfg = SanitizeConfig(
         arch=arch, train=TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr), poisoned_epochs=poisoned_epochs,
@@ -96,9 +97,7 @@ def sanitize(
     report = result.report
     if report:
         v = report["dataset_verdict"]
-        detail = (f" (class {v['suspected_class_name']})" if v.get("suspected_class_name") else
-                  f" (the step-1 model fits {v['fit']:.1%} of the labels)" if v["verdict"] == "undetermined" else "")
-        summary_table([("dataset verdict", v["verdict"] + detail),
+        summary_table([("dataset verdict", verdict_summary(v)),
                        ("suspected", f"{report['suspected']} of {report['samples']}"),
                        ("estimated poison fraction", f"{v['estimated_poison_fraction']:.2%}"),
                        ("minutes", f"{sum(s or 0 for s in report['seconds'].values()) / 60:.1f}"),
