@@ -148,6 +148,11 @@ def headline_table(runs: list[dict], by_rate: bool = False) -> list[str]:
     return rows
 
 
+# The efficacy targets (issue text): final ASR, recall, FPR, and points of accuracy under plain
+# training (2 on poisoned runs, 1 on the clean control).
+MAX_ASR, MIN_RECALL, MAX_FPR, MAX_POINTS_BELOW, MAX_POINTS_BELOW_CLEAN = 0.01, 0.99, 0.10, 2, 1
+
+
 def targets_summary(runs: list[dict]) -> list[str]:
     """How many runs meet each efficacy target, counted per run (seed), not per row. Plain
     training's accuracy is the clean control's no-defence model of the same seed."""
@@ -170,14 +175,15 @@ def targets_summary(runs: list[dict]) -> list[str]:
     lines = []
     if poisoned:
         lines.append(f"Targets, poisoned runs (one per attack and seed): final ASR ≤ 1 %: "
-                     f"{count(poisoned, asr, lambda v: v <= 0.01)}; recall ≥ 99 %: "
-                     f"{count(poisoned, recall, lambda v: v >= 0.99)}; FPR ≤ 10 %: "
-                     f"{count(poisoned, fpr, lambda v: v <= 0.10)}; final ACC within 2 points of plain training "
-                     f"(the clean control's no-defence ACC, same seed): {count(poisoned, below_plain, lambda v: v <= 2)}; "
+                     f"{count(poisoned, asr, lambda v: v <= MAX_ASR)}; recall ≥ 99 %: "
+                     f"{count(poisoned, recall, lambda v: v >= MIN_RECALL)}; FPR ≤ 10 %: "
+                     f"{count(poisoned, fpr, lambda v: v <= MAX_FPR)}; final ACC within 2 points of plain training "
+                     f"(the clean control's no-defence ACC, same seed): "
+                     f"{count(poisoned, below_plain, lambda v: v <= MAX_POINTS_BELOW)}; "
                      f"verdict \"poisoned\": {count(poisoned, verdict, lambda v: v == 'poisoned')}.")
     if controls:
         lines.append("Targets, clean control: final ACC within 1 point of plain training: "
-                     f"{count(controls, below_plain, lambda v: v <= 1)}; verdict \"clean\": "
+                     f"{count(controls, below_plain, lambda v: v <= MAX_POINTS_BELOW_CLEAN)}; verdict \"clean\": "
                      f"{count(controls, verdict, lambda v: v == 'clean')}.")
     return lines + [""] if lines else []
 
@@ -190,10 +196,11 @@ def _missed_targets(run: dict, below_plain: float | None) -> list[str]:
     """The efficacy targets a run misses (the clean control has no ASR or recall)."""
     asr, recall = _get(run, "meca_final_model", "asr"), _get(run, "detection", "recall")
     fpr, clean = _get(run, "detection", "fpr"), run["attack"] == CLEAN
+    max_points = MAX_POINTS_BELOW_CLEAN if clean else MAX_POINTS_BELOW
     return [name for name, miss in (
-        ("ASR", asr is not None and asr > 0.01), ("recall", recall is not None and recall < 0.99),
-        ("FPR", fpr is not None and fpr > 0.10),
-        ("ACC", below_plain is not None and round(100 * below_plain, 6) > (1 if clean else 2))) if miss]
+        ("ASR", asr is not None and asr > MAX_ASR), ("recall", recall is not None and recall < MIN_RECALL),
+        ("FPR", fpr is not None and fpr > MAX_FPR),
+        ("ACC", below_plain is not None and round(100 * below_plain, 6) > max_points)) if miss]
 
 
 def _most_hurt_class(plain: dict | None, final: dict) -> tuple[str, float] | None:
@@ -241,13 +248,13 @@ def gaps_section(runs: list[dict], floors: list[dict], controls: list[dict] | No
             one_class.append(hurt[1] / len(ref["class_accuracy"]) / below)  # the test set is class-balanced
         if "ASR" in missed:
             asr_misses += 1
-            at_floor += floor is not None and final["asr"] <= floor + 0.01
-            poison_left += _get(r, "detection", "recall") < 0.99
+            at_floor += floor is not None and final["asr"] <= floor + 0.01  # within a point
+            poison_left += _get(r, "detection", "recall") < MIN_RECALL
             before_step7 = _get(r, "meca_clean_model", "asr")
-            by_relabel += before_step7 is not None and before_step7 <= 0.01
+            by_relabel += before_step7 is not None and before_step7 <= MAX_ASR
         rows.append("| " + " | ".join([
-            r["attack"] + (f" {100 * r['rate']:g} %" if by_rate else ""), str(r["seed"]), ", ".join(missed), _points(final.get("asr")),
-            _points(_get(r, "meca_clean_model", "asr")), _points(floor),
+            r["attack"] + (f" {100 * r['rate']:g} %" if by_rate else ""), str(r["seed"]), ", ".join(missed),
+            _points(final.get("asr")), _points(_get(r, "meca_clean_model", "asr")), _points(floor),
             "–" if clean else str(_get(r, "detection", "fn")), _points(_get(r, "detection", "recall")),
             "–" if clean else f"{_get(r, 'detection', 'auroc'):.3f}", _points(_get(r, "detection", "fpr")),
             _points(below), "–" if hurt is None else f"{hurt[0]} {_points(hurt[1])}"]) + " |")
@@ -274,7 +281,7 @@ def gaps_section(runs: list[dict], floors: list[dict], controls: list[dict] | No
            "and by how many points (the test set is class-balanced: a class's loss over the number of classes is "
            "its share of the gap).", ""]
     if floor_asrs:
-        out += [f"Trigger floor above the 1 % target: {sum(f > 0.01 for f in floor_asrs)} of {len(floor_asrs)} "
+        out += [f"Trigger floor above the 1 % target: {sum(f > MAX_ASR for f in floor_asrs)} of {len(floor_asrs)} "
                 "poisoned runs." + (f" With no trigger at all, the never-poisoned models call "
                                     f"{'-'.join(dict.fromkeys(_points(v) for v in (min(untriggered), max(untriggered))))}"
                                     " % of the other classes' clean test images the target." if untriggered else ""),
