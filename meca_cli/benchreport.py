@@ -333,7 +333,19 @@ def perf_section(perf: dict, again: dict[str, dict] | None = None) -> list[str]:
         total = sum(v for v in r["step_seconds"].values()) or 1
         out += [f"| {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in r["step_seconds"].items()]
         out += [""]
+    gates = ([("perf.json", perf["gate"])] if "gate" in perf else []) + [
+        (name, table["gate"]) for name, table in (again or {}).items() if "gate" in table]
+    for name, r in gates:
+        runs = ", ".join(f"{x:.2f}" for x in sorted(p["ratio"] for p in r.get("pairs", [r])))
+        code = f", code at {r['code']}" if r.get("code") else ""
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in r["step_seconds"].items())
+        out += [f"**The verdict alone** (`meca sanitize --until score`: steps 1-2, all a CI gate needs; reproduce: "
+                f"`meca bench --perf --parts gate --results benchmarks/results/{name}`{code}), {r['samples']:,} "
+                f"images: `meca train` {r['train_seconds'] / 60:.1f} min, the verdict {r['sanitize_seconds'] / 60:.1f} "
+                f"min: ratio **{r['ratio']:.2f}** (runs {runs}; seconds per step: {steps}).", ""]
     for name, table in (again or {}).items():
+        if "ratio" not in table:
+            continue
         r, m = table["ratio"], table.get("machine", {})
         runs = ", ".join(f"{x:.2f}" for x in sorted(p["ratio"] for p in r.get("pairs", [r])))
         trains = ", ".join(f"{t:.0f}" for t in r.get("train_runs_seconds", [r["train_seconds"]]))
@@ -677,10 +689,10 @@ def render_all(result_files: list[Path]) -> str:
     for path in result_files:
         table = read_json(path)
         if "meca_perf_version" in table:
-            # perf.json holds every cost table; another perf file holds the ratio measured again.
+            # perf.json holds every cost table; another perf file the ratio measured again, or the gate's.
             if path.name == "perf.json":
                 perf = table
-            elif "ratio" in table:
+            elif "ratio" in table or "gate" in table:
                 perf_again[path.name] = table
             continue
         if "meca_ablation_version" in table:

@@ -10,7 +10,9 @@ Every figure comes from one invocation on this machine, written to the results J
 - data path: samples/s of training and scoring inside the pipeline (uint8 cache, batched
   augmentation, progress) over the same model's raw throughput on ready float tensors;
 - growth: sanitize and train wall time and peak memory at several folder sizes;
-- DDP: `meca train` under torchrun with 1 and 2 CPU processes.
+- DDP: `meca train` under torchrun with 1 and 2 CPU processes;
+- gate: `meca sanitize --until score` (the dataset verdict alone, for a CI gate) over a
+  plain `meca train`, timed as the ratio is.
 
 Commands run as child processes, so each one's peak memory (VmHWM, sampled) is its own,
 with the folder's decode cache made beforehand so neither side of a ratio pays for it.
@@ -275,15 +277,20 @@ def run_perf(cifar_root: Path, work: Path, results: Path, common: steps.Common, 
         save()
     variant = " ".join(sanitize_options)
     ratios = table.setdefault("ratio_with", {}) if variant else table
-    if "ratio" in parts and (variant or "ratio") not in ratios:
-        info(f"perf: sanitize vs train at {'the shipped defaults' if not variant else variant} "
-             f"({ratio_per_class * 10} images)")
+    # Ratio and gate, each sanitize run against plain trains at the shipped defaults: the key
+    # they are kept under, the sanitize flags, and what the log says.
+    timed = [("ratio", variant or "ratio", ratios, list(sanitize_options),
+              f"sanitize vs train at {variant or 'the shipped defaults'}"),
+             ("gate", "gate", table, ["--until", "score"], "the verdict alone (sanitize --until score) vs train")]
+    for part, key, into, flags, what in timed:
+        if part not in parts or key in into:
+            continue
+        info(f"perf: {what} ({ratio_per_class * 10} images)")
         env_min = os.environ.pop("MECA_MIN_STEPS")  # the shipped defaults include the step floor
         try:
             data = folder(ratio_per_class)
-            ratios[variant or "ratio"] = {"samples": count_images(data), "code": code_version(),
-                                          **sanitize_vs_train(data, work / "ratio", ratio_epochs, [], ratio_repeats,
-                                                              list(sanitize_options))}
+            into[key] = {"samples": count_images(data), "code": code_version(),
+                         **sanitize_vs_train(data, work / part, ratio_epochs, [], ratio_repeats, flags)}
         finally:
             os.environ["MECA_MIN_STEPS"] = env_min
         save()

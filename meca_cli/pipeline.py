@@ -9,6 +9,10 @@ RUN/
   train-clean/     model.safetensors          step 6: trained on the clean split only
   relabel/         relabeled.csv model.safetensors   step 7: the final model
   verdicts.csv  report.json
+
+The dataset verdict needs only steps 1-2 (core.verdict), so a run stopped after `score`
+already has it: a CI gate at about a fifth of the cost (the poison fraction, estimated from
+the split, is then unknown).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ REPORT_VERSION = "1"
 class SanitizeResult:
     run: Path
     steps: list[steps.StepResult] = field(default_factory=list)
-    report: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # a run through the last step only
+    verdict: dict | None = None  # the dataset verdict, once the score step has run
 
 
 def _select(start: str | None, until: str | None) -> tuple[int, int]:
@@ -94,12 +99,35 @@ def sanitize(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig = 
         result.steps.append(actions[name](replace(common, force=common.force or start is not None)))
     if hi == len(STEPS) - 1:
         result.report = write_report(data, run, common, cfg, result.steps)
+        result.verdict = result.report["dataset_verdict"]
         from meca_cli.report import build_report
 
         info(f"report: {build_report(run, data, common)}")
         if export is not None:
             export_folder(data, run, export, common, export_mode)
+    elif hi >= STEPS.index("score"):
+        suspected = (suspected_mask(read_csv(run / "split" / "split.csv", steps.SPLIT_COLUMNS))
+                     if hi >= STEPS.index("split") else None)
+        result.verdict = verdict_of(data, run, common, cfg, suspected)
     return result
+
+
+def suspected_mask(split_rows: list[dict]) -> torch.Tensor:
+    """The split's verdict per sample (the rows of split.csv) as a boolean mask."""
+    return torch.tensor([r["verdict"] == "suspected" for r in split_rows])
+
+
+def verdict_of(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig,
+               suspected: torch.Tensor | None = None) -> dict:
+    """The dataset verdict from the step-1 scores (core.verdict), with the suspected class's
+    name; with the split's `suspected` mask, also the estimated poison fraction."""
+    classes = steps.open_data(data, common).classes
+    scores = steps.read_scores(run / "score" / "scores.csv")
+    verdict = dataset_verdict(scores["label"], scores["kl"], scores["pred"], len(classes), cfg.verdict,
+                              suspected=suspected)
+    if verdict["suspected_class"] is not None:
+        verdict["suspected_class_name"] = classes[verdict["suspected_class"]]
+    return verdict
 
 
 def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfig,
@@ -108,16 +136,12 @@ def write_report(data: Path, run: Path, common: steps.Common, cfg: SanitizeConfi
     dataset = steps.open_data(data, common)
     split_rows = read_csv(run / "split" / "split.csv", steps.SPLIT_COLUMNS)
     relabel_rows = read_csv(run / "relabel" / "relabeled.csv", steps.RELABEL_COLUMNS)
-    suspected = torch.tensor([r["verdict"] == "suspected" for r in split_rows])
+    suspected = suspected_mask(split_rows)
     # new_label as a number: read back as text, the -1 of a left-out sample would be escaped.
     write_csv(run / "verdicts.csv", VERDICT_COLUMNS,
               ((s["index"], s["path"], s["label"], s["kl"], s["enhanced_pred"], s["verdict"], int(r["new_label"]))
                for s, r in zip(split_rows, relabel_rows)))
-    scores = steps.read_scores(run / "score" / "scores.csv")
-    verdict = dataset_verdict(scores["label"], scores["kl"], scores["pred"], len(dataset.classes), cfg.verdict,
-                              suspected=suspected)
-    if verdict["suspected_class"] is not None:
-        verdict["suspected_class_name"] = dataset.classes[verdict["suspected_class"]]
+    verdict = verdict_of(data, run, common, cfg, suspected)
     manifests = {name: _summary(run / name) for name in STEPS}
     report = {
         "meca_report_version": REPORT_VERSION,

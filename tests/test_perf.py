@@ -93,6 +93,34 @@ def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_
         perf.sanitize_flags(["rescore-every"])
 
 
+def test_the_gate_part_times_sanitize_until_score_against_train(monkeypatch, tmp_path):
+    from meca_cli import perf, steps
+    from meca_cli.benchreport import render_all
+
+    calls = []
+
+    def fake_child(args, env=None, parse_json=True):
+        calls.append(args)
+        gate = "sanitize" in args
+        return {"seconds": 40.0 if gate else 100.0, "peak_rss_mib": 1.0,
+                "result": {"steps": [{"step": "train-poisoned", "seconds": 35.0}, {"step": "score", "seconds": 4.0}]}
+                if gate else {}}
+
+    monkeypatch.setattr(perf, "_run_child", fake_child)
+    monkeypatch.setattr(perf, "make_folder", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(perf, "count_images", lambda folder: 100)
+    results = tmp_path / "results" / "perf-gate.json"
+    table = perf.run_perf(tmp_path, tmp_path / "work", results, steps.Common(device="cpu"), (10,), 1, 10, None,
+                          {"gate"}, ratio_repeats=1)
+    assert set(table) == {"meca_perf_version", "machine", "gate"} and table["gate"]["ratio"] == 0.4
+    gate, = [c for c in calls if "sanitize" in c]
+    assert gate[-2:] == ["--until", "score"]
+    (results.parent / "perf.json").write_text(json.dumps({"meca_perf_version": 1, "machine": {"cpu_count": 2}}))
+    text = render_all(sorted(results.parent.glob("*.json")))
+    assert "**The verdict alone**" in text and "ratio **0.40**" in text
+    assert "--parts gate --results benchmarks/results/perf-gate.json" in text and "train-poisoned 35, score 4" in text
+
+
 def test_a_ratio_measured_again_into_another_file_is_rendered_beside_perf_json(tmp_path):
     from meca_cli.benchreport import render_all
 

@@ -219,6 +219,38 @@ def test_gate_exit_codes(runner, tmp_path):
     assert unjudged.exit_code == 0 and "gate: not judged" in unjudged.stderr and v["fit"] > 0
 
 
+def test_the_verdict_alone_gates_a_run_stopped_after_the_score_step(runner, tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data, classes=3, per_class=12)
+    run = tmp_path / "run"
+    base = ["sanitize", str(data), "--out", str(run), "--until", "score", "--format", "json", *FAST]
+    # Thresholds of 0 make every folder "poisoned"; with no split there is no poison estimate,
+    # so the gate trips on the verdict alone, and the JSON result still carries it.
+    tripped = runner.invoke(app, [*base, "--robust-ratio", "0", "--robust-min-z", "0", "--max-fit", "1",
+                                  "--fail-over", "0.5"])
+    assert tripped.exit_code == 1, tripped.stderr
+    payload = json.loads(tripped.stdout)
+    v = payload["dataset_verdict"]
+    assert v["verdict"] == "poisoned" and v["suspected_class_name"] in ("class0", "class1", "class2")
+    assert "estimated_poison_fraction" not in v and payload["report"] == {}
+    assert "stopped before" in tripped.stderr
+    assert (run / "score" / "scores.csv").is_file() and not (run / "partition").exists()
+    # The same scores judged with the shipped thresholds: the verdict is recomputed, not cached.
+    unjudged = runner.invoke(app, [*base, "--max-fit", "0", "--fail-over", "0.5"])
+    assert unjudged.exit_code == 0 and "gate: not judged" in unjudged.stderr
+    assert json.loads(unjudged.stdout)["dataset_verdict"]["verdict"] == "undetermined"
+    # Stopped after the split, the estimate is there and the gate compares it as a full run does.
+    split = runner.invoke(app, [*base[:5], "split", *base[6:], "--robust-ratio", "0", "--robust-min-z", "0",
+                                "--max-fit", "1", "--fail-over", "1"])
+    assert split.exit_code == 0, split.stderr
+    assert "estimated_poison_fraction" in json.loads(split.stdout)["dataset_verdict"]
+    # A run that stops before the score step has no verdict to gate on: refused before any work.
+    early = runner.invoke(app, ["sanitize", str(data), "--out", str(tmp_path / "early"), "--until", "train-poisoned",
+                                "--fail-over", "0.1", *FAST])
+    assert early.exit_code == 2 and "--until score" in early.stderr
+    assert not (tmp_path / "early").exists()
+
+
 def test_sharded_scoring_merges_to_the_whole(runner, tmp_path):
     data = tmp_path / "data"
     make_image_folder(data, classes=3, per_class=10)

@@ -42,9 +42,10 @@ def bench(
                                                         "no-defence model, which never saw poison: the ASR no "
                                                         "sanitising removes "
                                                         "[results: benchmarks/results/<protocol>-floor.json].")] = False,
-    parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp).")] = "path,ratio,growth,ddp",
+    parts: Annotated[str, typer.Option(help="--perf: which measurements (path, ratio, growth, ddp, and gate: "
+                                            "sanitize --until score, the verdict alone).")] = "path,ratio,growth,ddp",
     sizes: Annotated[str, typer.Option(help="--perf growth: images per class of each folder.")] = "250,500,1000,2000",
-    repeats: Annotated[int, typer.Option(min=1, help="--perf ratio: sanitize runs, each timed between two plain "
+    repeats: Annotated[int, typer.Option(min=1, help="--perf ratio and gate: sanitize runs, each timed between two plain "
                                                      "trains; the median ratio is reported.")] = 3,
     sanitize_option: Annotated[list[str] | None, typer.Option(help="--perf ratio: time sanitize with this option, "
                                                                   "NAME=VALUE (e.g. rescore-every=2), repeatable; "
@@ -83,9 +84,10 @@ def bench(
         from meca_cli.perf import run_perf, sanitize_flags
 
         chosen = {p.strip() for p in parts.split(",") if p.strip()}
-        if not chosen <= {"path", "ratio", "growth", "ddp"}:
-            raise ConfigError(f"--parts: unknown {', '.join(sorted(chosen - {'path', 'ratio', 'growth', 'ddp'}))}",
-                              hint="choose from path, ratio, growth, ddp")
+        known = {"path", "ratio", "growth", "ddp", "gate"}
+        if not chosen <= known:
+            raise ConfigError(f"--parts: unknown {', '.join(sorted(chosen - known))}",
+                              hint="choose from path, ratio, growth, ddp, gate")
         try:
             size_list = tuple(int(k) for k in sizes.split(",") if k.strip())
         except ValueError:

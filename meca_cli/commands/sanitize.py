@@ -8,7 +8,7 @@ import typer
 
 from meca_cli.config import (IMAGE_SIZE, SEED, EnhanceConfig, RelabelConfig, SanitizeConfig, ScoreConfig, SplitConfig, TrainConfig,
                              VerdictConfig)
-from meca_cli.errors import ExitCode, cli_errors
+from meca_cli.errors import ConfigError, ExitCode, cli_errors
 from meca_cli.options import (LastRoundBy, LastRoundOrders, DropHeld, HeldConfidence, KeepLostClass, LostClassMargin, FinetuneCleanShare, RelabelConfidence, RescoreEvery, LostClassShare, MinConfidence, SplitRule, SplitRules, Unlearn, Unlearning, MinSteps, SkipBad, Arch, BatchSize, CacheDir, DataArg, Device, Epochs, Eps, Force, Format, FormatOpt,
                               ImageSize, Lr, Masks, Patch, Seed)
 
@@ -59,7 +59,7 @@ def sanitize(
     until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
     export: Annotated[Path | None, typer.Option(help="Write the sanitized data set to this new folder.")] = None,
     export_mode: Annotated[str, typer.Option(help="relabeled (all samples, suspects relabelled) or clean (clean split only).")] = "relabeled",
-    fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this.")] = None,
+    fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this. With --until score (a fifth of the cost) the fraction is not estimated yet, and any poisoned verdict trips it.")] = None,
     seed: Seed = SEED,
     device: Device = "auto",
     image_size: ImageSize = IMAGE_SIZE,
@@ -73,8 +73,8 @@ def sanitize(
     A short summary goes to stderr; --format json prints the full result on stdout, --format
     csv the per-image verdicts."""
     from meca_cli import steps
-    from meca_cli.console import emit_json, emit_table, info, summary_table, warn
-    from meca_cli.pipeline import sanitize as run_pipeline
+    from meca_cli.console import emit_json, emit_table, summary_table
+    from meca_cli.pipeline import STEPS, sanitize as run_pipeline
     from meca_cli.report import verdict_summary
 
     cfg = SanitizeConfig(
@@ -93,28 +93,50 @@ def sanitize(
                               max_fit=max_fit),
     ).with_seed(seed)
     common = steps.Common(device, image_size, cache_dir, force, skip_bad)
+    if fail_over is not None and until in STEPS[:STEPS.index("score")]:
+        raise ConfigError(f"--fail-over needs the dataset verdict, which the score step gives; --until {until} stops "
+                          "before it", hint="use --until score (the verdict alone) or a later step")
     result = run_pipeline(data, out, common, cfg, start=start, until=until, export=export, export_mode=export_mode)
-    report = result.report
+    report, v = result.report, result.verdict
     if report:
-        v = report["dataset_verdict"]
         summary_table([("dataset verdict", verdict_summary(v)),
                        ("suspected", f"{report['suspected']} of {report['samples']}"),
                        ("estimated poison fraction", f"{v['estimated_poison_fraction']:.2%}"),
                        ("minutes", f"{sum(s or 0 for s in report['seconds'].values()) / 60:.1f}"),
                        ("final model", report["final_model"]),
                        ("report", str(out / "report.html"))], title=f"meca sanitize: {data}")
+    elif v is not None:
+        summary_table([("dataset verdict", verdict_summary(v)),
+                       ("estimated poison fraction", "not yet (the split, step 5, estimates it)"
+                        if "estimated_poison_fraction" not in v else f"{v['estimated_poison_fraction']:.2%}"),
+                       ("stopped after", until)], title=f"meca sanitize: {data}")
     if fmt is Format.json:
-        emit_json({"run": str(out), "steps": [s.to_dict() for s in result.steps], "report": report})
+        emit_json({"run": str(out), "steps": [s.to_dict() for s in result.steps], "report": report,
+                   "dataset_verdict": v})
     elif fmt is Format.csv and report:
         sys.stdout.write((out / "verdicts.csv").read_text(encoding="utf-8"))
     elif not report:
         emit_table([(s.name, "up to date" if s.skipped else f"{s.seconds:.1f}s") for s in result.steps],
                    title=f"sanitize: stopped after {until}")
-    if fail_over is not None and report:
-        v = report["dataset_verdict"]
-        if v["verdict"] == "undetermined":
-            warn(f"gate: not judged: the step-1 model fits {v['fit']:.1%} of the labels (over {v['max_fit']:.0%}), "
-                 "where the verdict is not measured to work (README, \"Dataset verdict\")")
-        if v["verdict"] == "poisoned" and v["estimated_poison_fraction"] > fail_over:
-            info(f"gate: data set judged poisoned (estimated {v['estimated_poison_fraction']:.1%} > {fail_over:.1%})")
-            raise typer.Exit(int(ExitCode.GATE_FAILED))
+    if fail_over is not None and v is not None:
+        gate(v, fail_over)
+
+
+def gate(v: dict, fail_over: float) -> None:
+    """Exit with GATE_FAILED when the verdict `v` is poisoned over `fail_over`; a verdict
+    without a poison estimate (a run stopped before the split) trips on poisoned alone."""
+    from meca_cli.console import info, warn
+
+    if v["verdict"] == "undetermined":
+        warn(f"gate: not judged: the step-1 model fits {v['fit']:.1%} of the labels (over {v['max_fit']:.0%}), "
+             "where the verdict is not measured to work (README, \"Dataset verdict\")")
+    if v["verdict"] != "poisoned":
+        return
+    estimate = v.get("estimated_poison_fraction")
+    if estimate is None:
+        info(f"gate: data set judged poisoned (class {v.get('suspected_class_name')}); the poison fraction is "
+             "estimated from the split, which this run stopped before")
+        raise typer.Exit(int(ExitCode.GATE_FAILED))
+    if estimate > fail_over:
+        info(f"gate: data set judged poisoned (estimated {estimate:.1%} > {fail_over:.1%})")
+        raise typer.Exit(int(ExitCode.GATE_FAILED))
