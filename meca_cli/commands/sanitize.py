@@ -59,7 +59,7 @@ def sanitize(
     until: Annotated[str | None, typer.Option(help="Stop after this step.")] = None,
     export: Annotated[Path | None, typer.Option(help="Write the sanitized data set to this new folder.")] = None,
     export_mode: Annotated[str, typer.Option(help="relabeled (all samples, suspects relabelled) or clean (clean split only).")] = "relabeled",
-    fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this. With --until score (a fifth of the cost) the fraction is not estimated yet, and any poisoned verdict trips it.")] = None,
+    fail_over: Annotated[float | None, typer.Option(min=0, max=1, help="CI gate: exit 1 when the data set is judged poisoned with an estimated poison fraction above this. Stopped before the split (--until score: a fifth of the cost), no fraction is estimated and any poisoned verdict trips it.")] = None,
     seed: Seed = SEED,
     device: Device = "auto",
     image_size: ImageSize = IMAGE_SIZE,
