@@ -121,9 +121,13 @@ def sanitize_vs_train(data: Path, run: Path, epochs: int | None, extra: list[str
         if repeats > 1:
             trains.append(train_once())
         train_seconds = sum(t["seconds"] for t in trains[-2:]) / len(trains[-2:])
+        ran = sanitize["result"]["steps"]
+        # The clean model trains on what the split leaves, so the ratio moves with its size.
+        kept = [s["summary"]["clean"] for s in ran if s["step"] == "split" and "clean" in s.get("summary", {})]
         pairs.append({"train_seconds": round(train_seconds, 2), "sanitize_seconds": sanitize["seconds"],
                       "ratio": round(sanitize["seconds"] / train_seconds, 3),
-                      "step_seconds": {s["step"]: s["seconds"] for s in sanitize["result"]["steps"]},
+                      "step_seconds": {s["step"]: s["seconds"] for s in ran},
+                      **({"clean_split": kept[0]} if kept else {}),
                       "sanitize_peak_rss_mib": sanitize["peak_rss_mib"]})
     middle = sorted(pairs, key=lambda p: p["ratio"])[(len(pairs) - 1) // 2]
     out = {**middle, "train_peak_rss_mib": max(t["peak_rss_mib"] for t in trains)}

@@ -30,6 +30,7 @@ def test_perf_measures_and_renders(runner, tmp_path):
     assert set(row["step_seconds"]) == {"train-poisoned", "score", "partition", "enhance", "split", "train-clean",
                                         "relabel"}
     assert abs(row["ratio"] - row["sanitize_seconds"] / row["train_seconds"]) < 0.01
+    assert 9 <= row["clean_split"] <= 18  # what the clean model trained on (the split suspects at most half)
     # Resumable: a second call measures nothing new.
     before = results.read_text()
     assert runner.invoke(app, args).exit_code == 0 and results.read_text() == before
@@ -133,8 +134,11 @@ def test_a_ratio_measured_again_into_another_file_is_rendered_beside_perf_json(t
     (tmp_path / "perf.json").write_text(json.dumps(ratio_table(1.9, [1.8, 1.9, 2.0])))
     again = ratio_table(2.01, [1.87, 2.01, 2.02])
     again["ratio"]["code"] = "abc1234"
+    for pair, kept in zip(again["ratio"]["pairs"], (85, 80, 90)):
+        pair["clean_split"] = kept  # recorded since; perf.json's older runs have none
     (tmp_path / "perf-again.json").write_text(json.dumps(again))
     text = render_all(sorted(tmp_path.glob("*.json")))
     main, again = text.index("ratio **1.90**"), text.index("ratio **2.01**")
     assert main < again  # perf.json stays the section's own figure, whichever file sorts first
     assert "--results benchmarks/results/perf-again.json`, code at abc1234)" in text and "runs 1.87, 2.01, 2.02" in text
+    assert text.count("The split kept") == 1 and "The split kept 85, 80, 90 of the 100 images" in text
