@@ -315,8 +315,10 @@ def clean_split_note(ratio: dict) -> str:
     kept = [p["clean_split"] for p in ratio.get("pairs", [ratio]) if "clean_split" in p]
     if not kept:
         return ""
-    return (f" The split kept {', '.join(f'{k:,}' for k in kept)} of the {ratio['samples']:,} images for the clean "
-            "model, whose step moves the ratio with it.")
+    same = len(set(kept)) == 1
+    counts = f"{kept[0]:,}" if same else ", ".join(f"{k:,}" for k in kept)
+    return (f" {'In each run the' if same and len(kept) > 1 else 'The'} split kept {counts} of the "
+            f"{ratio['samples']:,} images for the clean model, whose step moves the ratio with it.")
 
 
 def perf_section(perf: dict, again: dict[str, dict] | None = None) -> list[str]:
