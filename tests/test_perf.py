@@ -2,6 +2,7 @@
 (their values are machine-dependent, so only their presence and consistency are checked)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -62,21 +63,31 @@ def test_each_sanitize_is_timed_against_the_trains_either_side_of_it(monkeypatch
     assert single["ratio"] == 2.1 and "pairs" not in single
 
 
-def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_path):
-    from meca_cli import perf, steps
-    from meca_cli.benchreport import perf_section
+def fake_timings(monkeypatch, folder: Path, sanitize_seconds: float, train_seconds: float,
+                 sanitize_steps: list[dict]) -> list[list[str]]:
+    """Every child command of meca.perf timed at the given seconds (sanitize reporting
+    `sanitize_steps`) on a 100-image `folder`; returns the list the commands are logged to."""
+    from meca_cli import perf
 
     calls = []
 
     def fake_child(args, env=None, parse_json=True):
         calls.append(args)
         sanitize = "sanitize" in args
-        return {"seconds": 300.0 if sanitize else 150.0, "peak_rss_mib": 1.0,
-                "result": {"steps": [{"step": "enhance", "seconds": 80.0}]} if sanitize else {}}
+        return {"seconds": sanitize_seconds if sanitize else train_seconds, "peak_rss_mib": 1.0,
+                "result": {"steps": sanitize_steps} if sanitize else {}}
 
     monkeypatch.setattr(perf, "_run_child", fake_child)
-    monkeypatch.setattr(perf, "make_folder", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(perf, "count_images", lambda folder: 100)
+    monkeypatch.setattr(perf, "make_folder", lambda *a, **k: folder)
+    monkeypatch.setattr(perf, "count_images", lambda _folder: 100)
+    return calls
+
+
+def test_a_ratio_with_sanitize_options_is_timed_and_kept_apart(monkeypatch, tmp_path):
+    from meca_cli import perf, steps
+    from meca_cli.benchreport import perf_section
+
+    calls = fake_timings(monkeypatch, tmp_path, 300.0, 150.0, [{"step": "enhance", "seconds": 80.0}])
     results = tmp_path / "perf.json"
     flags = perf.sanitize_flags(["rescore-every=2"])
     table = perf.run_perf(tmp_path, tmp_path / "work", results, steps.Common(device="cpu"), (10,), 1, 10, None,
@@ -98,18 +109,8 @@ def test_the_gate_part_times_sanitize_until_score_against_train(monkeypatch, tmp
     from meca_cli import perf, steps
     from meca_cli.benchreport import render_all
 
-    calls = []
-
-    def fake_child(args, env=None, parse_json=True):
-        calls.append(args)
-        gate = "sanitize" in args
-        return {"seconds": 40.0 if gate else 100.0, "peak_rss_mib": 1.0,
-                "result": {"steps": [{"step": "train-poisoned", "seconds": 35.0}, {"step": "score", "seconds": 4.0}]}
-                if gate else {}}
-
-    monkeypatch.setattr(perf, "_run_child", fake_child)
-    monkeypatch.setattr(perf, "make_folder", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(perf, "count_images", lambda folder: 100)
+    calls = fake_timings(monkeypatch, tmp_path, 40.0, 100.0,
+                         [{"step": "train-poisoned", "seconds": 35.0}, {"step": "score", "seconds": 4.0}])
     results = tmp_path / "results" / "perf-gate.json"
     table = perf.run_perf(tmp_path, tmp_path / "work", results, steps.Common(device="cpu"), (10,), 1, 10, None,
                           {"gate"}, ratio_repeats=1)
