@@ -169,7 +169,6 @@ def run_bench_verdict(protocol: Protocol, data: Path, work: Path, results: Path,
     """The dataset verdict alone on each run: it reads only the step-1 model's scores, so
     sanitize runs up to its score step (in the same work folders as `run_bench`, which
     resumes from them). A run is measured again when the verdict's settings changed."""
-    from meca_cli.core.verdict import dataset_verdict
     from meca_cli.experiment import prepare_data
     from meca_cli.pipeline import sanitize
 
@@ -189,10 +188,7 @@ def run_bench_verdict(protocol: Protocol, data: Path, work: Path, results: Path,
             exp = Experiment(root / "train", root / "test", work / name / f"{attack}-s{seed}", attack=attack,
                              rate=proto.rate, target=proto.target, per_class=proto.per_class, seed=seed)
             train_dir, _ = prepare_data(exp, common)
-            sanitize(train_dir, exp.work / "run", common, cfg.with_seed(seed), until="score")
-            scores = steps.read_scores(exp.work / "run" / "score" / "scores.csv")
-            classes = steps.open_data(train_dir, common).classes
-            verdict = dataset_verdict(scores["label"], scores["kl"], scores["pred"], len(classes), cfg.verdict)
+            verdict = sanitize(train_dir, exp.work / "run", common, cfg.with_seed(seed), until="score").verdict
             run = {**key, "rate": 0.0 if attack == CLEAN else proto.rate, "verdict": verdict, "config": config}
             if done is not None:
                 table["runs"].remove(done)
